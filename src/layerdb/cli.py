@@ -1,0 +1,304 @@
+"""The ``layerdb`` command: thin click commands over the library, one error boundary.
+
+Heavy modules (duckdb, pyarrow) are imported inside commands, so ``--help`` loads neither and
+``extract`` loads no pyarrow.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Callable, Optional
+
+import click
+
+from .errors import LayerdbError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _catalog_option(f: Callable) -> Callable:
+    return click.option(
+        "--catalog", "catalog", metavar="DIR", envvar="LAYERDB_HOME", default=None,
+        help="Catalog directory (default: $LAYERDB_HOME, else $XDG_DATA_HOME/layerdb, "
+             "else ~/.local/share/layerdb).")(f)
+
+
+def _format_option(f: Callable) -> Callable:
+    return click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]),
+                        default="table", show_default=True, help="Output format.")(f)
+
+
+def _params_option(f: Callable) -> Callable:
+    return click.option("-p", "--param", "params", type=(str, str), multiple=True,
+                        metavar="NAME VALUE", help="Bind :NAME (or $NAME) to VALUE. Repeatable.")(f)
+
+
+def _render(columns: list[str], rows: list, fmt: str) -> None:
+    from .output import render
+
+    render(columns, rows, fmt, sys.stdout)
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(package_name="layerdb")
+def cli() -> None:
+    """layerdb: container images as a queryable database.
+
+    Ingest image archives once (docker save, podman, skopeo, kaniko, OCI layouts); then every
+    lookup is SQL and every file extraction a seek-and-read from a content-addressed cache.
+
+    \b
+      layerdb ingest *.tar
+      layerdb images
+      layerdb sql "select image, path, size from fs where path like '%/app'"
+      layerdb extract --entrypoint --image myapp:latest -o ./app
+    """
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=False))
+@click.option("-j", "--jobs", type=click.IntRange(1, 256), default=None,
+              help="Worker processes that read layers in parallel (default: number of cores).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary.")
+@_catalog_option
+def ingest(paths: tuple[str, ...], jobs: Optional[int], quiet: bool, catalog: Optional[str]) -> None:
+    """Ingest image archives and OCI layouts into the catalog.
+
+    PATHS are docker/podman/skopeo archives (legacy or Docker >= 25 layout), kaniko tarballs,
+    OCI layout directories or oci-archive tarballs, each possibly gzip- or zstd-compressed as a
+    whole. Every blob is verified against its digest and every layer against its diff_id; an
+    archive with any problem is refused whole, leaving catalog and cache as they were. Layers
+    already in the catalog are not read again. Exit status: 0 all ingested, 1 any refused.
+
+    \b
+    Example:
+      docker save myapp:latest | gzip > myapp.tar.gz && layerdb ingest myapp.tar.gz
+    """
+    from .ingest import ingest as run
+    from .output import human_bytes
+
+    show = not quiet and sys.stderr.isatty()
+    progress, finish = _progress_bar() if show else (None, lambda: None)
+    try:
+        report = run(list(paths), catalog_root=catalog, jobs=jobs, progress=progress)
+    finally:
+        finish()
+    for a in report.archives:
+        if a.error is not None:
+            click.echo(f"layerdb: error: {a.error}", err=True)
+        elif not quiet:
+            names = sorted({r for i in a.images for r in i.refs}) or \
+                sorted({i.id.short for i in a.images})
+            click.echo(f"{a.path}: {len(a.images)} image(s) ({', '.join(names[:5])}"
+                       f"{', ...' if len(names) > 5 else ''}), {a.new_images} new, "
+                       f"{a.new_layers} new layer(s), {human_bytes(a.bytes_read)} read", err=True)
+    if not quiet:
+        click.echo(f"done in {report.seconds:.2f}s", err=True)
+    if report.failed:
+        sys.exit(1)
+
+
+def _progress_bar() -> tuple[Callable[[dict], None], Callable[[], None]]:
+    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
+                               TimeRemainingColumn, TransferSpeedColumn)
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                   TransferSpeedColumn(), TimeRemainingColumn(), transient=True,
+                   console=None)
+    bar.start()
+    tasks: dict[str, Any] = {}
+
+    def on(ev: dict) -> None:
+        if ev["event"] == "archive":
+            tasks[ev["path"]] = bar.add_task(os.path.basename(ev["path"])[:40], total=ev["bytes"] or 1)
+            if not ev["bytes"]:
+                bar.update(tasks[ev["path"]], completed=1)
+        elif ev["event"] == "layer" and ev["path"] in tasks:
+            bar.advance(tasks[ev["path"]], ev["bytes"])
+
+    return on, bar.stop
+
+
+@cli.command(context_settings=CONTEXT)
+@_format_option
+@_catalog_option
+def images(fmt: str, catalog: Optional[str]) -> None:
+    """List ingested images.
+
+    \b
+    Example:
+      layerdb images --format json
+    """
+    from .catalog import Catalog
+
+    with Catalog(catalog) as cat:
+        cols, rows = cat.query(
+            "select name, substr(id, 8, 12) as id, platform, layer_count as layers, size, "
+            "compressed_size, array_to_string(refs, ',') as refs, created from images "
+            "order by name, platform" if fmt == "table" else
+            "select id, name, refs, config_digest, platform, created, entrypoint, cmd, "
+            "working_dir, env, \"user\", layer_count, size, compressed_size, source, ingested_at "
+            "from images order by name, platform")
+    _render(cols, rows, fmt)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("image")
+@click.option("--platform", default=None, help="os/arch[/variant] when IMAGE names several.")
+@_format_option
+@_catalog_option
+def layers(image: str, platform: Optional[str], fmt: str, catalog: Optional[str]) -> None:
+    """List the layers of IMAGE (a ref, image id or config digest), base first.
+
+    \b
+    Example:
+      layerdb layers myapp:latest
+    """
+    from .catalog import Catalog
+
+    with Catalog(catalog) as cat:
+        img = cat.resolve_image(image, platform)
+        cols, rows = cat.query(
+            "select l.position, l.diff_id, l.digest, l.media_type, l.compressed_size, l.size, "
+            "m.member_count as members, l.created_by from image_layers l "
+            "left join layer_meta m on m.diff_id = l.diff_id where l.image_id = $id "
+            "order by l.position", {"id": img.id})
+    _render(cols, rows, fmt)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("query")
+@_params_option
+@_format_option
+@click.option("-o", "--output", default=None, metavar="FILE",
+              help="Write the result to FILE instead (.parquet, .csv or .json by suffix).")
+@_catalog_option
+def sql(query: str, params: tuple, fmt: str, output: Optional[str], catalog: Optional[str]) -> None:
+    """Run a DuckDB SQL QUERY (or - to read it from stdin) over the catalog.
+
+    Tables and views: images, image_layers, layers, files (every tar member of every layer)
+    and fs (each image's merged filesystem). See docs/catalog.md for the columns.
+
+    \b
+    Examples:
+      layerdb sql "select image, path, size from fs where path like '%/app'"
+      layerdb sql "select * from fs where image = \\$img and size > 1e6" -p img myapp:latest
+      layerdb sql "select * from files" -o files.parquet
+    """
+    from .catalog import Catalog
+
+    if query == "-":
+        query = sys.stdin.read()
+    bound = _bind(query, dict(params))
+    with Catalog(catalog) as cat:
+        if output:
+            _write_result(cat, query, bound, output)
+            return
+        cols, rows = cat.query(query, bound)
+    _render(cols, rows, fmt)
+
+
+def _bind(query: str, params: dict[str, str]) -> dict[str, Any]:
+    """Values for $name / :name parameters; numbers stay numbers."""
+    out: dict[str, Any] = {}
+    for k, v in params.items():
+        try:
+            out[k] = int(v)
+        except ValueError:
+            try:
+                out[k] = float(v)
+            except ValueError:
+                out[k] = v
+    return out
+
+
+def _write_result(cat: Any, query: str, bound: dict[str, Any], output: str) -> None:
+    from .errors import UsageError
+
+    ext = os.path.splitext(output)[1].lower()
+    if ext == ".parquet":
+        cat.copy_to_parquet(query, bound, output)
+        return
+    if ext not in (".csv", ".json"):
+        raise UsageError(f"{output}: unknown output type (use .parquet, .csv or .json)")
+    from .output import render
+
+    cols, rows = cat.query(query, bound)
+    with open(output, "w", encoding="utf-8", newline="") as f:
+        render(cols, rows, ext[1:], f)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--path", "path", default=None, help="Path inside the image (absolute, or relative "
+              "to its WorkingDir).")
+@click.option("--entrypoint", is_flag=True,
+              help="Extract the executable the image runs (Entrypoint/Cmd, WorkingDir, PATH).")
+@click.option("--image", default=None, help="Image ref, id or config digest. Optional when the "
+              "path is in only one image.")
+@click.option("--platform", default=None, help="os/arch[/variant] when a ref has several.")
+@click.option("-o", "--output", default=None, metavar="FILE|DIR",
+              help="Where to write (default: stdout; a directory goes out as a tar stream).")
+@click.option("--keep-setuid", is_flag=True, help="Keep setuid/setgid bits (dropped by default).")
+@_catalog_option
+def extract(path: Optional[str], entrypoint: bool, image: Optional[str], platform: Optional[str],
+            output: Optional[str], keep_setuid: bool, catalog: Optional[str]) -> None:
+    """Extract a file or directory from an image's merged filesystem.
+
+    Symlinks are followed inside the image, hardlinks give their target's bytes, every file is
+    checked against the catalog's sha256. A directory with -o DIR is copied into DIR (like
+    `cp -r SRC/. DIR`); a file goes to -o FILE, or into -o DIR/ under its own name.
+
+    \b
+    Examples:
+      layerdb extract --path /home/app/app --image myapp:latest -o ./app
+      layerdb extract --entrypoint --image myapp:latest -o ./app
+      layerdb extract --path / --image myapp:latest -o rootfs
+    """
+    from .errors import UsageError
+    from .extract import extract as run
+
+    if not path and not entrypoint:
+        raise UsageError("give --path PATH or --entrypoint")
+    if path and entrypoint:
+        raise UsageError("give --path or --entrypoint, not both")
+    res = run(path=path, image=image, output=output, catalog_root=catalog, platform=platform,
+              entrypoint=entrypoint, keep_setuid=keep_setuid)
+    for w in res.warnings:
+        click.echo(f"layerdb: warning: {w}", err=True)
+    if output not in (None, "-"):
+        click.echo(f"{res.image.name}:{res.path} -> {res.output} ({res.files} file(s), "
+                   f"{res.bytes} bytes)", err=True)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Entry point: runs the click group; turns every ``LayerdbError`` into one line."""
+    try:
+        cli.main(args=argv, prog_name="layerdb", standalone_mode=False)
+    except LayerdbError as e:
+        click.echo(f"layerdb: error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code if e.exit_code else 2)
+    except click.exceptions.Abort:
+        click.echo("layerdb: aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("layerdb: interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        try:
+            sys.stdout = None  # type: ignore[assignment]
+        finally:
+            os._exit(141)
+    except OSError as e:
+        click.echo(f"layerdb: error: {e.filename + ': ' if e.filename else ''}{e.strerror or e}",
+                   err=True)
+        sys.exit(1)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,356 @@
+"""Ingest: source -> store -> tarindex -> catalog.
+
+Layers are read in worker processes (``jobs``): each worker reads a blob once, hashing it
+(blob digest), decompressing it, hashing the tar (diff_id), cutting it into seekable zstd
+frames for the cache and indexing its members into a Parquet file, all in one streaming pass.
+Everything a worker writes is staged under the catalog's ``tmp/``; only when every layer of an
+archive has been verified are the files moved into place and the archive's images recorded in
+one catalog transaction. A layer already in the catalog is not read again.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+import shutil
+import tempfile
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Optional
+
+from .catalog import BlobRecord, Catalog, LayerRecord
+from .compression import open_decompressed
+from .digest import Digest, HashingReader
+from .errors import CorruptLayer, LayerdbError, SourceError
+from .model import LAYER_TYPES, FileSegment, Image, LayerRef
+from .sources import open_source
+from .store import BlobStore, LayerWriter
+
+
+@dataclass(frozen=True)
+class LayerJob:
+    """One layer to read. ``digest`` is the blob digest to verify (None: unknown)."""
+
+    blob: FileSegment
+    diff_id: Digest
+    digest: Optional[Digest]
+    media_type: str
+    staging: str
+    what: str
+
+
+@dataclass(frozen=True)
+class LayerResult:
+    diff_id: Digest
+    digest: Digest  # the blob digest, as computed
+    compressed_size: int
+    size: int
+    stored_size: int
+    member_count: int
+    file_bytes: int
+    compression: str
+    store_tmp: str
+    parquet_tmp: str
+
+
+class _Tee:
+    """Reads from ``src`` and hands every byte to ``sink`` as well."""
+
+    def __init__(self, src, sink) -> None:  # type: ignore[no-untyped-def]
+        self._src = src
+        self._sink = sink
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._src.read(n)
+        if data:
+            self._sink(data)
+        return data
+
+    def drain(self) -> None:
+        while self.read(1 << 20):
+            pass
+
+
+_DECODE_ERRORS: tuple[type[BaseException], ...] = (zlib.error, EOFError, OSError, ValueError)
+
+
+def _decode_errors() -> tuple[type[BaseException], ...]:
+    errs = list(_DECODE_ERRORS)
+    try:
+        import zstandard
+
+        errs.append(zstandard.ZstdError)
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        from isal import isal_zlib
+
+        errs.append(isal_zlib.error)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(errs)
+
+
+def read_layer(job: LayerJob) -> LayerResult:
+    """Read one layer blob: verify, store (staged) and index it. Runs in a worker process."""
+    import pyarrow.parquet as pq
+
+    from .tarindex import SCHEMA, LayerStats, index_layer
+
+    writer = LayerWriter(job.staging)
+    fd, parquet_tmp = tempfile.mkstemp(dir=job.staging, suffix=".parquet.tmp")
+    os.close(fd)
+    stats = LayerStats()
+    try:
+        raw = job.blob.open()
+        try:
+            hashed = HashingReader(raw, job.what)
+            kind, stream = open_decompressed(hashed)
+            tee = _Tee(stream, writer.write)
+            with pq.ParquetWriter(parquet_tmp, SCHEMA, compression="zstd") as pw:
+                for batch in index_layer(tee, str(job.diff_id), stats):
+                    pw.write_batch(batch)
+            tee.drain()
+            hashed.drain()
+        finally:
+            raw.close()
+        if job.blob.length >= 0 and hashed.bytes_read != job.blob.length:
+            raise CorruptLayer(f"{job.what}: truncated blob")
+        if job.digest is not None:
+            hashed.verify(job.digest)
+        writer.finish(job.diff_id)
+    except LayerdbError:
+        writer.abort()
+        _unlink(parquet_tmp)
+        raise
+    except _decode_errors() as e:
+        writer.abort()
+        _unlink(parquet_tmp)
+        raise CorruptLayer(f"{job.what}: corrupt or truncated {kind_name(job)} data: {e}") from e
+    return LayerResult(
+        diff_id=job.diff_id, digest=hashed.digest(), compressed_size=hashed.bytes_read,
+        size=writer.size, stored_size=writer.stored_size, member_count=stats.members,
+        file_bytes=stats.file_bytes, compression=kind, store_tmp=writer.tmp_path,
+        parquet_tmp=parquet_tmp)
+
+
+def kind_name(job: LayerJob) -> str:
+    return LAYER_TYPES.get(job.media_type, "layer") if job.media_type else "layer"
+
+
+def _unlink(p: str) -> None:
+    try:
+        os.unlink(p)
+    except FileNotFoundError:
+        pass
+
+
+@dataclass
+class ArchiveResult:
+    path: str
+    images: list[Image] = field(default_factory=list)
+    new_images: int = 0
+    new_layers: int = 0
+    bytes_read: int = 0
+    error: Optional[LayerdbError] = None
+
+
+@dataclass
+class IngestReport:
+    archives: list[ArchiveResult]
+    seconds: float
+
+    @property
+    def failed(self) -> list[ArchiveResult]:
+        return [a for a in self.archives if a.error is not None]
+
+
+Progress = Callable[[str, int, int], None]  # (event, done, total)
+
+
+def _executor(jobs: int) -> cf.Executor:
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["layerdb.ingest", "layerdb.tarindex", "pyarrow.parquet"])
+    return cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx)
+
+
+class _InlineExecutor(cf.Executor):
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+        f: cf.Future = cf.Future()
+        try:
+            f.set_result(fn(*args, **kwargs))
+        except BaseException as e:  # noqa: BLE001 - handed to the caller via the future
+            f.set_exception(e)
+        return f
+
+
+def ingest(paths: Iterable[str], catalog_root: Optional[str] = None, jobs: Optional[int] = None,
+           progress: Optional[Callable[[dict], None]] = None) -> IngestReport:
+    """Ingest every archive or layout in ``paths``. Each archive is all-or-nothing: on any
+    error nothing of it is recorded or cached, and the error is kept in its ``ArchiveResult``
+    (the others still go in). ``progress`` receives event dicts (for a progress bar)."""
+    t0 = time.monotonic()
+    jobs = jobs or os.cpu_count() or 1
+    emit = progress or (lambda ev: None)
+    results: list[ArchiveResult] = []
+    with Catalog(catalog_root, writable=True) as cat:
+        cat.con.close()  # the catalog file stays unlocked while layers are read
+        _clean_stale(cat.tmp_dir)
+        run_tmp = tempfile.mkdtemp(dir=cat.tmp_dir, prefix=f"ingest-{os.getpid()}-")
+        store = BlobStore(cat.blobs_dir)
+        executor: Optional[cf.Executor] = None
+        try:
+            for path in paths:
+                res = ArchiveResult(path)
+                results.append(res)
+                try:
+                    if executor is None:
+                        executor = _InlineExecutor() if jobs <= 1 else _executor(jobs)
+                    _ingest_one(path, cat, store, run_tmp, executor, res, emit)
+                except LayerdbError as e:
+                    res.error = e
+                    emit({"event": "error", "path": path, "error": str(e)})
+        finally:
+            if executor is not None:
+                executor.shutdown(wait=True, cancel_futures=True)
+            shutil.rmtree(run_tmp, ignore_errors=True)
+    return IngestReport(results, time.monotonic() - t0)
+
+
+def _ingest_one(path: str, cat: Catalog, store: BlobStore, run_tmp: str,
+                executor: cf.Executor, res: ArchiveResult, emit: Callable[[dict], None]) -> None:
+    staging = tempfile.mkdtemp(dir=run_tmp)
+    try:
+        src = open_source(path, staging)
+    except OSError as e:
+        raise SourceError(f"{path}: {e.strerror or e}") from e
+    try:
+        images = list(src.images())
+        if not images:
+            raise SourceError(f"{path}: no image found")
+        res.images = images
+        with _reopen(cat):
+            known_images = cat.known_images(i.id for i in images)
+            all_layers = {str(l.diff_id): l for i in images for l in i.layers}
+            known_layers = cat.known_layers(Digest(d) for d in all_layers)
+            known_blobs = cat.known_blobs(l.digest for i in images for l in i.layers if l.digest)
+        todo = [l for d, l in all_layers.items()
+                if d not in known_layers or not store.has(l.diff_id)]
+        emit({"event": "archive", "path": path, "layers": len(todo),
+              "bytes": sum(l.blob.size() for l in todo)})
+        futures = {}
+        for l in todo:
+            job = LayerJob(l.blob, l.diff_id, l.digest, l.media_type, staging,
+                           f"{path}: layer {l.diff_id}")
+            futures[executor.submit(read_layer, job)] = l
+        done: dict[str, LayerResult] = {}
+        error: Optional[BaseException] = None
+        for fut in cf.as_completed(futures):
+            try:
+                r = fut.result()
+            except BaseException as e:  # noqa: BLE001 - first error wins; rest are cancelled
+                if error is None:
+                    error = e
+                    for f in futures:
+                        f.cancel()
+                continue
+            done[str(r.diff_id)] = r
+            res.bytes_read += r.compressed_size
+            emit({"event": "layer", "path": path, "bytes": futures[fut].blob.size()})
+        if error is not None:
+            if isinstance(error, LayerdbError):
+                raise error
+            if isinstance(error, cf.process.BrokenProcessPool):
+                raise LayerdbError(f"{path}: a worker process died") from error
+            raise LayerdbError(f"{path}: {error}") from error
+        _commit(path, cat, store, images, done, known_images, known_blobs)
+        res.new_images = sum(1 for i in images if str(i.id) not in known_images)
+        res.new_layers = len(done)
+    finally:
+        src.close()
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+class _reopen:
+    """Opens the catalog's DuckDB file for the length of a ``with`` block."""
+
+    def __init__(self, cat: Catalog) -> None:
+        self.cat = cat
+
+    def __enter__(self) -> Catalog:
+        db = os.path.join(self.cat.root, "catalog.duckdb")
+        self.cat.con = Catalog._connect(db, True, 60.0)
+        self.cat._define_views()
+        return self.cat
+
+    def __exit__(self, *exc: object) -> None:
+        self.cat.con.close()
+
+
+def _commit(path: str, cat: Catalog, store: BlobStore, images: list[Image],
+            done: dict[str, LayerResult], known_images: set[str], known_blobs: set[str]) -> None:
+    # 1. put the verified files in place (still invisible: no catalog row names them)
+    for d, r in done.items():
+        store.adopt(r.store_tmp, r.diff_id)
+        os.replace(r.parquet_tmp, cat.files_path(d))
+    # 2. the merged view of every new image
+    staging = os.path.dirname(next(iter(done.values())).store_tmp) if done else cat.tmp_dir
+    fs_tmp: dict[str, str] = {}
+    new_images = [i for i in images if str(i.id) not in known_images]
+    seen: set[str] = set()
+    for img in new_images:
+        if str(img.id) in seen:
+            continue
+        seen.add(str(img.id))
+        out = os.path.join(staging, img.id.hex + ".fs.parquet")
+        cat.materialize_fs(img, out)
+        fs_tmp[str(img.id)] = out
+    for image_id, tmp in fs_tmp.items():
+        os.replace(tmp, cat.fs_path(image_id))
+    # 3. one transaction records it all
+    layers = [LayerRecord(r.diff_id, r.size, r.stored_size, r.member_count, r.file_bytes)
+              for r in done.values()]
+    blobs: dict[str, BlobRecord] = {}
+    for img in images:
+        for l in img.layers:
+            r = done.get(str(l.diff_id))
+            digest = l.digest or (r.digest if r else None)
+            if digest is None or str(digest) in known_blobs:
+                continue
+            size = l.size if l.size >= 0 else (r.compressed_size if r else -1)
+            blobs[str(digest)] = BlobRecord(digest, l.diff_id, l.media_type, size)
+    with _reopen(cat):
+        sizes = {d: (int(s), int(u)) for d, s, u in cat.con.execute(
+            "select diff_id, coalesce(compressed_size, 0), size from layer_meta").fetchall()}
+        for r in done.values():
+            sizes[str(r.diff_id)] = (r.compressed_size, r.size)
+        cat.commit_archive(images, layers, list(blobs.values()), sizes, os.path.abspath(path))
+
+
+def _clean_stale(tmp_dir: str) -> None:
+    """Remove staging dirs of ingests whose process is gone (killed mid-way)."""
+    try:
+        entries = os.listdir(tmp_dir)
+    except FileNotFoundError:
+        return
+    for name in entries:
+        if not name.startswith("ingest-"):
+            continue
+        try:
+            pid = int(name.split("-")[1])
+        except (IndexError, ValueError):
+            continue
+        if pid == os.getpid() or _alive(pid):
+            continue
+        shutil.rmtree(os.path.join(tmp_dir, name), ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,215 @@
+"""The content-addressed layer cache.
+
+Each layer is kept once, named by its diff_id (the digest of the uncompressed tar), however many
+blob digests it arrived under. The file is the uncompressed tar cut into independent zstd frames
+of ``FRAME_SIZE`` bytes, followed by a seek table in a skippable frame (the zstd "seekable"
+format: ``zstd -d`` reads it as a plain zstd file). Reading a member decodes only the frames that
+hold it, so the cost of a read is bounded wherever the member sits in the layer.
+
+Writes are atomic: ``LayerWriter`` writes a temporary file, hashes the uncompressed bytes as they
+pass, and ``finish(diff_id)`` refuses a mismatch; ``BlobStore.adopt`` renames the verified file
+into place.
+"""
+from __future__ import annotations
+
+import bisect
+import hashlib
+import os
+import struct
+import tempfile
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+from .digest import Digest
+from .errors import DigestMismatch, StoreError
+
+FRAME_SIZE = 1 << 20  # uncompressed bytes per zstd frame
+ZSTD_LEVEL = int(os.environ.get("LAYERDB_ZSTD_LEVEL", "3"))
+
+_SKIPPABLE_MAGIC = 0x184D2A5E
+_SEEKABLE_MAGIC = 0x8F92EAB1
+_FOOTER = struct.Struct("<IBI")  # number of frames, descriptor, seekable magic
+
+
+class LayerWriter:
+    """Receives the uncompressed tar of one layer (``write``), keeps it as seekable zstd in a
+    temporary file in ``tmpdir``, and hashes it. ``finish(expected)`` verifies and closes;
+    ``abort()`` deletes the temporary file."""
+
+    def __init__(self, tmpdir: str, level: int = ZSTD_LEVEL, frame_size: int = FRAME_SIZE) -> None:
+        import zstandard
+
+        os.makedirs(tmpdir, exist_ok=True)
+        fd, self.tmp_path = tempfile.mkstemp(dir=tmpdir, suffix=".zst.tmp")
+        self._f = os.fdopen(fd, "wb", buffering=1 << 20)
+        self._cctx = zstandard.ZstdCompressor(level=level, write_content_size=True)
+        self._frame_size = frame_size
+        self._buf = bytearray()
+        self._table: list[tuple[int, int]] = []  # (compressed, decompressed) per frame
+        self._hash = hashlib.sha256()
+        self.size = 0  # uncompressed bytes
+        self.stored_size = 0
+
+    def write(self, data: bytes) -> None:
+        self._hash.update(data)
+        self.size += len(data)
+        buf = self._buf
+        buf += data
+        fs = self._frame_size
+        if len(buf) >= fs:
+            mv = memoryview(buf)
+            n = (len(buf) // fs) * fs
+            for i in range(0, n, fs):
+                self._emit(mv[i : i + fs])
+            mv.release()
+            del buf[:n]
+
+    def _emit(self, chunk: "bytes | memoryview") -> None:
+        comp = self._cctx.compress(chunk)
+        self._f.write(comp)
+        self._table.append((len(comp), len(chunk)))
+
+    def finish(self, expected: Optional[Digest] = None) -> Digest:
+        """Flush, write the seek table, close. Return the diff_id; raise ``DigestMismatch``
+        (and delete the file) when it differs from ``expected``."""
+        if self._buf:
+            self._emit(bytes(self._buf))
+            self._buf = bytearray()
+        entries = b"".join(struct.pack("<II", c, d) for c, d in self._table)
+        footer = _FOOTER.pack(len(self._table), 0, _SEEKABLE_MAGIC)
+        body = entries + footer
+        self._f.write(struct.pack("<II", _SKIPPABLE_MAGIC, len(body)) + body)
+        self._f.flush()
+        self._f.close()
+        self.stored_size = os.path.getsize(self.tmp_path)
+        got = Digest.from_hex(self._hash.hexdigest())
+        if expected is not None and got != expected:
+            self.abort()
+            raise DigestMismatch(f"layer {expected}: uncompressed content hashes to {got}")
+        return got
+
+    def abort(self) -> None:
+        try:
+            self._f.close()
+        except Exception:
+            pass
+        try:
+            os.unlink(self.tmp_path)
+        except FileNotFoundError:
+            pass
+
+
+class StoredLayer:
+    """Random access to one cached layer's uncompressed tar."""
+
+    def __init__(self, path: str, diff_id: Digest) -> None:
+        self.diff_id = diff_id
+        self.path = path
+        try:
+            self._fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError as e:
+            raise StoreError(f"layer {diff_id} is not in the cache") from e
+        try:
+            self._load_table()
+        except Exception:
+            os.close(self._fd)
+            raise
+
+    def _load_table(self) -> None:
+        end = os.fstat(self._fd).st_size
+        if end < _FOOTER.size + 8:
+            raise StoreError(f"cached layer {self.diff_id} is damaged (too short)")
+        n, _desc, magic = _FOOTER.unpack(os.pread(self._fd, _FOOTER.size, end - _FOOTER.size))
+        if magic != _SEEKABLE_MAGIC:
+            raise StoreError(f"cached layer {self.diff_id} is damaged (no seek table)")
+        raw = os.pread(self._fd, 8 * n, end - _FOOTER.size - 8 * n)
+        comp_off = [0]
+        dec_off = [0]
+        for i in range(n):
+            c, d = struct.unpack_from("<II", raw, 8 * i)
+            comp_off.append(comp_off[-1] + c)
+            dec_off.append(dec_off[-1] + d)
+        self._comp_off = comp_off
+        self._dec_off = dec_off
+        self.size = dec_off[-1]
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+    def __enter__(self) -> "StoredLayer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _frame(self, i: int) -> bytes:
+        import zstandard
+
+        start, end = self._comp_off[i], self._comp_off[i + 1]
+        data = os.pread(self._fd, end - start, start)
+        try:
+            out = zstandard.ZstdDecompressor().decompress(data)
+        except zstandard.ZstdError as e:
+            raise StoreError(f"cached layer {self.diff_id} is damaged (frame {i}): {e}") from e
+        if len(out) != self._dec_off[i + 1] - self._dec_off[i]:
+            raise StoreError(f"cached layer {self.diff_id} is damaged (frame {i} size)")
+        return out
+
+    def iter_range(self, offset: int, size: int) -> Iterator[bytes]:
+        """Yield the bytes ``[offset, offset+size)`` of the uncompressed tar, frame by frame.
+        Only the frames that overlap the range are read and decoded."""
+        if size <= 0:
+            return
+        if offset < 0 or offset + size > self.size:
+            raise StoreError(
+                f"cached layer {self.diff_id}: range {offset}+{size} is past its end {self.size}")
+        i = bisect.bisect_right(self._dec_off, offset) - 1
+        pos, end = offset, offset + size
+        while pos < end:
+            frame = self._frame(i)
+            base = self._dec_off[i]
+            lo, hi = pos - base, min(end - base, len(frame))
+            yield frame[lo:hi] if (lo or hi != len(frame)) else frame
+            pos = base + hi
+            i += 1
+
+    def read_at(self, offset: int, size: int) -> bytes:
+        return b"".join(self.iter_range(offset, size))
+
+
+@dataclass(frozen=True)
+class BlobStore:
+    """``root/sha256/<hex>.zst`` per layer. ``has / adopt / open / verify``."""
+
+    root: str
+
+    def path(self, diff_id: Digest) -> str:
+        return os.path.join(self.root, "sha256", diff_id.hex + ".zst")
+
+    def has(self, diff_id: Digest) -> bool:
+        return os.path.exists(self.path(diff_id))
+
+    def adopt(self, tmp_path: str, diff_id: Digest) -> None:
+        """Move a file made by ``LayerWriter`` (already verified) into place, atomically."""
+        dest = self.path(diff_id)
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        if os.path.exists(dest):
+            os.unlink(tmp_path)
+            return
+        os.replace(tmp_path, dest)
+
+    def open(self, diff_id: Digest) -> StoredLayer:
+        return StoredLayer(self.path(diff_id), diff_id)
+
+    def stored_size(self, diff_id: Digest) -> int:
+        return os.path.getsize(self.path(diff_id))
+
+    def verify(self, diff_id: Digest) -> None:
+        """Decode the whole layer and check it still hashes to its diff_id."""
+        h = hashlib.sha256()
+        with self.open(diff_id) as layer:
+            for chunk in layer.iter_range(0, layer.size):
+                h.update(chunk)
+        got = Digest.from_hex(h.hexdigest())
+        if got != diff_id:
+            raise DigestMismatch(f"cached layer {diff_id} hashes to {got}")
