@@ -16,7 +16,7 @@ import duckdb
 
 from .digest import Digest
 from .errors import CatalogError, ImageNotFound
-from .model import Image, Platform
+from .model import Image, Platform, familiar_ref, ref_matches
 
 DB_NAME = "catalog.duckdb"
 
@@ -277,8 +277,7 @@ class Catalog:
             ref = ref.strip()
             hexpart = ref[7:] if ref.startswith("sha256:") else ref
             def hit(r: ImageRow, cfg: str) -> bool:
-                if ref in r.refs or (":" not in ref.rsplit("/", 1)[-1] and "@" not in ref
-                                     and f"{ref}:latest" in r.refs):
+                if any(ref_matches(ref, x) for x in r.refs):
                     return True
                 if len(hexpart) >= 4 and all(c in "0123456789abcdef" for c in hexpart):
                     return r.id[7:].startswith(hexpart) or cfg[7:].startswith(hexpart)
@@ -474,7 +473,7 @@ class Catalog:
                      h.comment if h else None])
         # a ref names one image per platform: the newest ingest takes it
         p = img.platform
-        for ref in img.refs:
+        for ref in dict.fromkeys(familiar_ref(r) for r in img.refs):
             con.execute(
                 "delete from image_refs where ref = ? and image_id in (select id from image_meta "
                 "where os = ? and architecture = ? and variant = ? and id <> ?)",

@@ -87,7 +87,9 @@ def ingest(paths: tuple[str, ...], jobs: Optional[int], quiet: bool, catalog: Op
         if a.error is not None:
             click.echo(f"layerdb: error: {a.error}", err=True)
         elif not quiet:
-            names = sorted({r for i in a.images for r in i.refs}) or \
+            from .model import familiar_ref
+
+            names = sorted({familiar_ref(r) for i in a.images for r in i.refs}) or \
                 sorted({i.id.short for i in a.images})
             click.echo(f"{a.path}: {len(a.images)} image(s) ({', '.join(names[:5])}"
                        f"{', ...' if len(names) > 5 else ''}), {a.new_images} new, "

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Optional
 
 from .catalog import BlobRecord, Catalog, LayerRecord
@@ -290,6 +290,7 @@ class _reopen:
 
 def _commit(path: str, cat: Catalog, store: BlobStore, images: list[Image],
             done: dict[str, LayerResult], known_images: set[str], known_blobs: set[str]) -> None:
+    images = [_with_blob_digests(i, done) for i in images]
     # 1. put the verified files in place (still invisible: no catalog row names them)
     for d, r in done.items():
         store.adopt(r.store_tmp, r.diff_id)
@@ -326,6 +327,16 @@ def _commit(path: str, cat: Catalog, store: BlobStore, images: list[Image],
         for r in done.values():
             sizes[str(r.diff_id)] = (r.compressed_size, r.size)
         cat.commit_archive(images, layers, list(blobs.values()), sizes, os.path.abspath(path))
+
+
+def _with_blob_digests(img: Image, done: dict[str, LayerResult]) -> Image:
+    """Fill in blob digests the source did not state (docker save's legacy layer.tar) from
+    what the workers computed."""
+    if all(l.digest is not None or str(l.diff_id) not in done for l in img.layers):
+        return img
+    layers = tuple(l if l.digest is not None or str(l.diff_id) not in done
+                   else replace(l, digest=done[str(l.diff_id)].digest) for l in img.layers)
+    return replace(img, layers=layers)
 
 
 def _clean_stale(tmp_dir: str) -> None:

@@ -264,3 +264,27 @@ def parse_config(raw: bytes, where: str = "config") -> ImageConfig:
         diff_ids=diff_ids,
         history=history,
     )
+
+
+def familiar_ref(ref: str) -> str:
+    """A ref as docker shows it: ``docker.io/library/x:t`` -> ``x:t``, ``docker.io/u/x`` -> ``u/x``."""
+    for prefix in ("docker.io/library/", "index.docker.io/library/", "docker.io/",
+                   "index.docker.io/"):
+        if ref.startswith(prefix):
+            return ref[len(prefix):]
+    return ref
+
+
+def ref_matches(asked: str, ref: str) -> bool:
+    """Whether the user's ``asked`` names ``ref``: registry defaults (docker.io, library/,
+    podman's localhost/) and a missing ``:latest`` tag are filled in as docker would."""
+    def norm(r: str) -> str:
+        r = familiar_ref(r)
+        if r.startswith("localhost/"):
+            r = r[len("localhost/"):]
+        last = r.rsplit("/", 1)[-1]
+        if ":" not in last and "@" not in r:
+            r += ":latest"
+        return r
+
+    return norm(asked) == norm(ref)

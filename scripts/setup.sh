@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs everything layerdb and its tests need on a fresh Debian/Ubuntu machine:
+# skopeo and umoci (apt; they build and convert the test images) and layerdb itself
+# with its test dependencies (pip, editable). Safe to run again: it skips what is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+for tool in skopeo umoci; do
+  command -v "$tool" >/dev/null 2>&1 || need_apt+=("$tool")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if ! "$PY" -c "import layerdb, pytest, hypothesis, xdist, duckdb, pyarrow, zstandard, isal, rich" 2>/dev/null \
+   || ! command -v layerdb >/dev/null 2>&1; then
+  "$PY" -m pip install -q --disable-pip-version-check -e ".[test]"
+fi
