@@ -481,7 +481,8 @@ class Catalog:
                  str(img.id)])
             if not con.execute("select 1 from image_refs where ref = ? and image_id = ?",
                                [ref, str(img.id)]).fetchone():
-                con.execute("insert into image_refs values (?, ?, ?)", [ref, str(img.id), seq])
+                con.execute("insert into image_refs values (?, ?, nextval('ingest_seq'))",
+                            [ref, str(img.id)])
 
 
 def _host_platform() -> str:

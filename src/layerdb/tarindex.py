@@ -129,6 +129,16 @@ class _Stream:
             raise EOFError(f"unexpected end of data at offset {self.offset}")
         return self.take(512)
 
+    def skip_padding(self, n: int) -> bool:
+        """Consume up to ``n`` padding bytes; False when the stream ends first."""
+        if self._fill(n):
+            self._pos += n
+            self.offset += n
+            return True
+        self.offset += len(self._buf) - self._pos
+        self._pos = len(self._buf)
+        return False
+
     def skip(self, n: int, h: Any = None) -> None:
         """Consume ``n`` bytes, feeding them to hash ``h`` if given."""
         while n > 0:
@@ -283,8 +293,14 @@ def index_layer(stream: BinaryIO, layer: str, stats: LayerStats | None = None,
             elif t == b"D":  # GNU dumpdir: a listing we do not need
                 rd.skip(size)
             pad = -rd.offset % _BLOCK
-            if pad:
-                rd.skip(pad)
+            if pad and not rd.skip_padding(pad):
+                # the member's data is complete but the stream ends without padding or an
+                # end-of-archive marker (umoci insert writes such layers; Go's reader takes them)
+                _append(cols.cols, layer, idx, _dec(name), kind, size if kind == "file" else 0,
+                        _num(blk[100:108]) & 0o7777, uid, gid, uname, gname, int(mtime),
+                        _dec(link), offset, sha, xattrs, blk)
+                idx += 1
+                break
             _append(cols.cols, layer, idx, _dec(name), kind, size if kind == "file" else 0,
                     _num(blk[100:108]) & 0o7777, uid, gid, uname, gname, int(mtime),
                     _dec(link), offset, sha, xattrs, blk)
