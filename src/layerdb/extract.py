@@ -85,6 +85,9 @@ class _Resolver:
                 raise PathNotFound(f"{path}: {cur} is not a directory in the image")
             nxt = posixpath.join(cur, comp)
             row = self.get(nxt)
+            if row is None and queue:
+                # layers may omit directory entries; a runtime creates them implicitly
+                row = {"path": nxt, "type": "dir"}
             if row is None:
                 raise PathNotFound(self._missing_message(path, nxt))
             if row["type"] == "symlink" and (queue or follow_last):
@@ -256,6 +259,7 @@ def _write_file(dest: str, row: dict[str, Any], store: BlobStore, keep_setuid: b
                 for chunk in _content(store, row):
                     f.write(chunk)
                     result.bytes += len(chunk)
+                f.flush()  # before utime: a later flush would move the mtime again
                 os.chmod(f.fileno(), _mode(row, keep_setuid))
                 mt = row["mtime"] or 0
                 os.utime(f.fileno(), (mt, mt))
