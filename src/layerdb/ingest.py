@@ -37,6 +37,7 @@ class LayerJob:
     digest: Optional[Digest]
     media_type: str
     staging: str
+    source: str  # the archive path, first in every error message
     what: str
 
 
@@ -120,14 +121,17 @@ def read_layer(job: LayerJob) -> LayerResult:
         if job.digest is not None:
             hashed.verify(job.digest)
         writer.finish(job.diff_id)
-    except LayerdbError:
+    except LayerdbError as e:
         writer.abort()
         _unlink(parquet_tmp)
-        raise
+        msg = str(e)
+        if not msg.startswith(job.source):
+            msg = f"{job.source}: {msg}"
+        raise type(e)(msg) from e
     except _decode_errors() as e:
         writer.abort()
         _unlink(parquet_tmp)
-        raise CorruptLayer(f"{job.what}: corrupt or truncated {kind_name(job)} data: {e}") from e
+        raise CorruptLayer(f"{job.what}: truncated or corrupt {kind_name(job)} data: {e}") from e
     return LayerResult(
         diff_id=job.diff_id, digest=hashed.digest(), compressed_size=hashed.bytes_read,
         size=writer.size, stored_size=writer.stored_size, member_count=stats.members,
@@ -241,7 +245,7 @@ def _ingest_one(path: str, cat: Catalog, store: BlobStore, run_tmp: str,
               "bytes": sum(l.blob.size() for l in todo)})
         futures = {}
         for l in todo:
-            job = LayerJob(l.blob, l.diff_id, l.digest, l.media_type, staging,
+            job = LayerJob(l.blob, l.diff_id, l.digest, l.media_type, staging, path,
                            f"{path}: layer {l.diff_id}")
             futures[executor.submit(read_layer, job)] = l
         done: dict[str, LayerResult] = {}

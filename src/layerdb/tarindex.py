@@ -224,7 +224,10 @@ def index_layer(stream: BinaryIO, layer: str, stats: LayerStats | None = None,
                 if blk is None or blk == _ZERO:
                     blk = None
                     break
-                chk = _num(blk[148:156])
+                try:
+                    chk = _num(blk[148:156])
+                except ValueError:
+                    chk = -1
                 if chk != sum(blk) - sum(blk[148:156]) + 256:
                     if idx == 0 and hdr_at == 0:
                         raise CorruptLayer(f"layer {layer}: not a tar stream")

@@ -1,0 +1,234 @@
+"""Bad input: one clear error line naming the file and the problem, a non-zero exit, and the
+catalog and cache exactly as they were. Also: an ingest killed with SIGKILL at any moment never
+leaves part of an image visible, and the next ingest completes."""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import zstandard
+
+import imagefactory as f
+from catalog_snapshot import snapshot, tmp_is_clean
+
+GOOD_LAYERS = [f.Layer([f.directory("etc"), f.file("etc/a", b"a" * 5000)], "gzip"),
+               f.Layer([f.file("etc/b", b"b" * 7000)], "zstd")]
+GZ = "application/vnd.oci.image.layer.v1.tar+gzip"
+ZST = "application/vnd.oci.image.layer.v1.tar+zstd"
+
+
+def _layerdb(*args: str, home: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "LAYERDB_HOME": str(home)}
+    return subprocess.run([sys.executable, "-m", "layerdb.cli", *args], capture_output=True,
+                          text=True, env=env, timeout=120)
+
+
+@pytest.fixture()
+def home(tmp_path) -> Path:
+    """A catalog that already holds one good image."""
+    good = tmp_path / "good.tar"
+    f.write_oci_archive(good, [f.ImageSpec(GOOD_LAYERS, tags=("good:1",))])
+    h = tmp_path / "home"
+    r = _layerdb("ingest", "-q", str(good), home=h)
+    assert r.returncode == 0, r.stderr
+    return h
+
+
+def _one_layer(tmp_path: Path, name: str, layer: f.Layer, **kw) -> Path:
+    p = tmp_path / name
+    f.write_oci_archive(p, [f.ImageSpec([GOOD_LAYERS[0], layer], tags=("bad:1",), **kw)])
+    return p
+
+
+def _tar_layer(data: bytes) -> bytes:
+    return f.tar_bytes([f.file("x", data)])
+
+
+def _layout_with(tmp_path: Path, mutate) -> Path:  # type: ignore[no-untyped-def]
+    d = tmp_path / "layout"
+    built = f.write_oci_layout(d, [f.ImageSpec(GOOD_LAYERS + [f.Layer([f.file("c", b"c")])],
+                                               tags=("bad:1",))])
+    mutate(d, built[0])
+    return d
+
+
+def _blob(d: Path, digest: str) -> Path:
+    return d / "blobs" / "sha256" / digest[7:]
+
+
+def corrupt_gzip(tmp_path):
+    data = bytearray(gzip.compress(_tar_layer(os.urandom(20000)), mtime=0))
+    data[len(data) // 2 : len(data) // 2 + 16] = b"\xff" * 16
+    return _one_layer(tmp_path, "cgz.tar", f.Layer(bytes(data), "none", GZ)), "truncated or corrupt"
+
+
+def truncated_gzip(tmp_path):
+    data = gzip.compress(_tar_layer(os.urandom(20000)), mtime=0)
+    return _one_layer(tmp_path, "tgz.tar", f.Layer(data[:-100], "none", GZ)), "truncated or corrupt"
+
+
+def corrupt_zstd(tmp_path):
+    data = bytearray(zstandard.ZstdCompressor().compress(_tar_layer(os.urandom(20000))))
+    data[len(data) // 2 : len(data) // 2 + 16] = b"\x00" * 16
+    # zstd frames carry no checksum by default: the damage shows as a diff_id mismatch
+    return _one_layer(tmp_path, "czst.tar", f.Layer(bytes(data), "none", ZST)), "hashes to"
+
+
+def not_a_tar_layer(tmp_path):
+    data = gzip.compress(b"this is not a tar stream at all" * 100, mtime=0)
+    return _one_layer(tmp_path, "notar.tar", f.Layer(data, "none", GZ)), "not a tar stream"
+
+
+def diff_id_mismatch(tmp_path):
+    d = tmp_path / "dm.tar"
+    wrong = "sha256:" + "1" * 64
+    spec = f.ImageSpec(GOOD_LAYERS, tags=("bad:1",), config_extra={
+        "rootfs": {"type": "layers", "diff_ids": [f.digest_of(GOOD_LAYERS[0].tar()), wrong]}})
+    f.write_oci_archive(d, [spec])
+    return d, "uncompressed content hashes to"
+
+
+def blob_digest_mismatch(tmp_path):
+    def mutate(d, b):
+        p = _blob(d, b.layer_digests[2])
+        data = bytearray(p.read_bytes())
+        data[-1] ^= 1  # same size, other bytes
+        p.write_bytes(bytes(data))
+    return _layout_with(tmp_path, mutate), "digest mismatch"
+
+
+def missing_blob(tmp_path):
+    return _layout_with(tmp_path, lambda d, b: _blob(d, b.layer_digests[1]).unlink()), "missing"
+
+
+def malformed_json(tmp_path):
+    return _layout_with(tmp_path, lambda d, b: (d / "index.json").write_text("{not json")), \
+        "malformed json"
+
+
+def truncated_archive(tmp_path):
+    p = tmp_path / "full.tar"
+    f.write_docker_archive(p, [f.ImageSpec(GOOD_LAYERS + [f.Layer([f.file("big", os.urandom(50000))])],
+                                           tags=("bad:1",))])
+    size = p.stat().st_size
+    return f.truncate_copy(p, tmp_path / "trunc.tar", size // 2), "truncated"
+
+
+def not_an_image(tmp_path):
+    p = tmp_path / "notes.txt"
+    p.write_text("hello, I am not an image\n")
+    return p, "not an image archive"
+
+
+def plain_tar(tmp_path):
+    p = tmp_path / "plain.tar"
+    f._write_tar(p, [("some/file.txt", b"data")])
+    return p, "not an image archive"
+
+
+def unknown_media_type(tmp_path):
+    layer = f.Layer([f.file("x", b"x")], "none", "application/vnd.example.weird.layer")
+    return _one_layer(tmp_path, "mt.tar", layer), "media type"
+
+
+def missing_file(tmp_path):
+    return tmp_path / "does-not-exist.tar", "no such file"
+
+
+CASES = [corrupt_gzip, truncated_gzip, corrupt_zstd, not_a_tar_layer, diff_id_mismatch,
+         blob_digest_mismatch, missing_blob, malformed_json, truncated_archive, not_an_image,
+         plain_tar, unknown_media_type, missing_file]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.__name__ for c in CASES])
+def test_bad_input_refused_cleanly(case, home, tmp_path):
+    bad, problem = case(tmp_path)
+    before = snapshot(home)
+    r = _layerdb("ingest", "-q", str(bad), home=home)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("layerdb: error: ")
+    assert bad.name in lines[0] and problem in lines[0].lower(), lines[0]
+    assert "Traceback" not in r.stderr
+    assert snapshot(home) == before
+    assert tmp_is_clean(home)
+
+
+def test_good_archives_still_go_in_beside_a_bad_one(home, tmp_path):
+    bad, _ = corrupt_gzip(tmp_path)
+    other = tmp_path / "other.tar"
+    f.write_oci_archive(other, [f.ImageSpec([f.Layer([f.file("o", b"other")])], tags=("other:1",))])
+    r = _layerdb("ingest", "-q", str(bad), str(other), home=home)
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1
+    r = _layerdb("images", "--format", "json", home=home)
+    names = sorted(i["name"] for i in json.loads(r.stdout))
+    assert names == ["good:1", "other:1"]
+
+
+def test_cli_errors_are_one_line(home):
+    for args, code in ((["extract", "--path", "/nope", "--image", "good:1"], 2),
+                       (["extract", "--path", "/etc/a", "--image", "missing:1"], 2),
+                       (["sql", "select * from no_such_table"], 1),
+                       (["layers", "missing:1"], 2)):
+        r = _layerdb(*args, home=home)
+        assert r.returncode == code, (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("layerdb: error: ")
+
+
+def _visible_state(home: Path) -> list:
+    """Images visible in the catalog, each checked to be whole."""
+    from layerdb.catalog import Catalog
+
+    with Catalog(str(home)) as cat:
+        _, imgs = cat.query("select id, layer_count from images")
+        for image_id, n in imgs:
+            _, layers = cat.query("select l.diff_id from image_layers l join layers m using (diff_id) "
+                                  "where image_id = $i", {"i": image_id})
+            assert len(layers) == n
+            for (d,) in layers:
+                assert (home / "blobs" / "sha256" / (d[7:] + ".zst")).exists()
+                assert (home / "files" / (d[7:] + ".parquet")).exists()
+            assert (home / "fs" / (image_id[7:] + ".parquet")).exists()
+            cat.query("select count(*) from fs where image_id = $i", {"i": image_id})
+        return sorted(i for i, _ in imgs)
+
+
+def test_kill_9_never_leaves_half_an_image(tmp_path):
+    big = tmp_path / "big.tar"
+    rnd = lambda n: os.urandom(n)  # noqa: E731
+    layers = [f.Layer([f.file(f"l{i}/f{j}", rnd(400_000)) for j in range(12)], c)
+              for i, c in enumerate(("gzip", "zstd", "none", "gzip"))]
+    f.write_oci_archive(big, [f.ImageSpec(layers, tags=("big:1",))])
+    home = tmp_path / "home"
+    env = {**os.environ, "LAYERDB_HOME": str(home)}
+    outcomes = set()
+    for delay in (0.05, 0.3, 0.6, 0.9, 1.2, 1.6, 2.5):
+        p = subprocess.Popen([sys.executable, "-m", "layerdb.cli", "ingest", "-q", "-j", "2", str(big)],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+        time.sleep(delay)
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        if (home / "catalog.duckdb").exists():
+            state = _visible_state(home)
+            assert len(state) in (0, 1)
+            outcomes.add(len(state))
+            if state:
+                break
+    r = subprocess.run([sys.executable, "-m", "layerdb.cli", "ingest", "-q", str(big)], env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert len(_visible_state(home)) == 1
+    assert tmp_is_clean(home)
+    r = subprocess.run([sys.executable, "-m", "layerdb.cli", "extract", "--path", "/l3/f11",
+                        "--image", "big:1"], env=env, capture_output=True)
+    assert r.returncode == 0 and len(r.stdout) == 400_000
+    assert 0 in outcomes  # at least one kill landed mid-ingest
