@@ -1,0 +1,135 @@
+"""Tell what a path holds and open the matching source.
+
+A directory is an OCI layout (``index.json``) or an unpacked ``docker save``
+(``manifest.json``). A file is a tar archive, perhaps gzip- or zstd-compressed as a whole:
+compression is told from its magic bytes (never its suffix) and it is decompressed once,
+streaming, into a temporary file under ``tmpdir`` that the source's ``close()`` deletes. The tar
+is then scanned once (headers only) and dispatched on its members: ``manifest.json`` means a
+docker-save-style archive (which handles an ``index.json`` beside it too), ``index.json``
+alone an oci-archive.
+"""
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+
+from .. import compression
+from ..errors import SourceError
+from ._files import DirFiles, Files, TarFiles
+from .docker_archive import DockerArchiveSource
+from .oci_layout import OciLayoutSource
+
+_CHUNK = 1 << 20
+
+Source = DockerArchiveSource | OciLayoutSource
+
+
+def open_source(path: str, tmpdir: str) -> Source:
+    """Open ``path`` (see ``layerdb.sources.open_source``). Raises ``SourceError``."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise SourceError(f"{path}: cannot open: {(e.strerror or str(e)).lower()}") from e
+    if stat.S_ISDIR(st.st_mode):
+        return _dispatch(path, DirFiles(path, path), None)
+    if not stat.S_ISREG(st.st_mode):
+        raise SourceError(f"{path}: not an image archive or layout (not a regular file)")
+    with open(path, "rb") as f:
+        kind = compression.detect(f.read(4))
+    temp = None if kind == compression.NONE else decompress_to_temp(path, kind, tmpdir)
+    try:
+        return _dispatch(path, TarFiles(temp or path, path), temp)
+    except BaseException:
+        if temp is not None:
+            os.unlink(temp)
+        raise
+
+
+def _dispatch(path: str, files: Files, temp: str | None) -> Source:
+    if files.has("manifest.json"):
+        return DockerArchiveSource(path, files, temp)
+    if files.has("index.json"):
+        return OciLayoutSource(path, files, temp)
+    if files.has("repositories"):
+        raise SourceError(f"{path}: not an image archive or layout: a docker save archive "
+                          "from docker < 1.10 (no manifest.json) is not supported")
+    raise SourceError(f"{path}: not an image archive or layout "
+                      "(no manifest.json or index.json)")
+
+
+def decompress_to_temp(path: str, kind: str, tmpdir: str) -> str:
+    """Decompress the whole file ``path`` (``kind``: gzip or zstd) into a new temporary file
+    under ``tmpdir``, streaming in 1 MiB chunks. Returns its path; the caller deletes it."""
+    os.makedirs(tmpdir, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix="layerdb-archive-", suffix=".tar", dir=tmpdir)
+    try:
+        with open(path, "rb") as src, os.fdopen(fd, "wb") as dst:
+            stream = compression.decompressor(kind, src)
+            while True:
+                try:
+                    chunk = stream.read(_CHUNK)
+                except Exception as e:  # zlib/isal/zstd each raise their own error types
+                    raise SourceError(f"{path}: truncated or corrupt archive: "
+                                      f"{kind} stream: {e}") from e
+                if not chunk:
+                    break
+                try:
+                    dst.write(chunk)
+                except OSError as e:
+                    raise SourceError(f"{path}: cannot write a decompressed copy into "
+                                      f"{tmpdir}: {e.strerror}") from e
+        problem = zstd_frames_problem(path) if kind == compression.ZSTD else None
+        if problem:  # the zstd reader ends quietly where a truncated stream ends
+            raise SourceError(f"{path}: truncated or corrupt archive: zstd stream: {problem}")
+    except BaseException:
+        os.unlink(temp)
+        raise
+    return temp
+
+
+_ZSTD_FRAME = 0xFD2FB528
+_DICT_ID_BYTES = (0, 1, 2, 4)
+_FCS_BYTES = (0, 2, 4, 8)  # for flag 0 the size is 1 byte when Single_Segment is set
+
+
+def zstd_frames_problem(path: str) -> str | None:
+    """Walk the frame and block headers of a zstd file (RFC 8878), reading a few bytes per
+    block of up to 128 KiB. Returns None when every frame is complete, else what is wrong."""
+    size = os.path.getsize(path)
+    pos = 0
+    with open(path, "rb") as f:
+
+        def at(offset: int, n: int) -> bytes:
+            f.seek(offset)
+            return f.read(n)
+
+        while pos < size:
+            head = at(pos, 8)
+            magic = int.from_bytes(head[:4], "little") if len(head) >= 4 else -1
+            if 0x184D2A50 <= magic <= 0x184D2A5F and len(head) == 8:  # skippable frame
+                pos += 8 + int.from_bytes(head[4:8], "little")
+                continue
+            if magic != _ZSTD_FRAME:
+                return f"no frame magic at byte {pos}"
+            if len(head) < 5:
+                return f"ends inside the frame header at byte {pos}"
+            desc = head[4]
+            single = (desc >> 5) & 1
+            fcs = _FCS_BYTES[desc >> 6] or single
+            pos += 5 + (1 - single) + _DICT_ID_BYTES[desc & 3] + fcs
+            while True:
+                block = at(pos, 3)
+                if len(block) < 3:
+                    return f"ends inside a block header at byte {pos}"
+                value = int.from_bytes(block, "little")
+                kind = (value >> 1) & 3
+                if kind == 3:
+                    return f"reserved block type at byte {pos}"
+                pos += 3 + (1 if kind == 1 else value >> 3)
+                if value & 1:
+                    break
+            pos += 4 * ((desc >> 2) & 1)  # content checksum
+    if pos > size:
+        return f"ends at byte {size}, inside a frame that needs {pos}"
+    return None
