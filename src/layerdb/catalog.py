@@ -19,6 +19,7 @@ from .errors import CatalogError, ImageNotFound
 from .model import Image, Platform, familiar_ref, ref_matches
 
 DB_NAME = "catalog.duckdb"
+MATERIALIZE_MEMORY = os.environ.get("LAYERDB_MEMORY", "160MB")
 
 # DuckDB types of the `files` columns; tests check this against tarindex.SCHEMA.
 FILE_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -345,6 +346,9 @@ class Catalog:
         files = sorted({self.files_path(d) for _, d in positions})
         con = duckdb.connect(":memory:")
         try:
+            # bounded memory: a 1M-file image spills to disk rather than growing the process
+            con.execute(f"set memory_limit = '{MATERIALIZE_MEMORY}'")
+            con.execute(f"set temp_directory = {_sql_str(os.path.join(self.tmp_dir, 'duckdb'))}")
             con.execute("create temp table pos(position integer, layer varchar)")
             if positions:
                 con.executemany("insert into pos values (?, ?)", positions)

@@ -17,6 +17,9 @@ import hashlib
 import os
 import struct
 import tempfile
+import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
@@ -24,7 +27,8 @@ from .digest import Digest
 from .errors import DigestMismatch, StoreError
 
 FRAME_SIZE = 1 << 20  # uncompressed bytes per zstd frame
-ZSTD_LEVEL = int(os.environ.get("LAYERDB_ZSTD_LEVEL", "3"))
+# level 1 on 1 MiB frames: ~370 MB/s a core here, and within ~6% of gzip -6's size
+ZSTD_LEVEL = int(os.environ.get("LAYERDB_ZSTD_LEVEL", "1"))
 
 _SKIPPABLE_MAGIC = 0x184D2A5E
 _SEEKABLE_MAGIC = 0x8F92EAB1
@@ -36,7 +40,8 @@ class LayerWriter:
     temporary file in ``tmpdir``, and hashes it. ``finish(expected)`` verifies and closes;
     ``abort()`` deletes the temporary file."""
 
-    def __init__(self, tmpdir: str, level: int = ZSTD_LEVEL, frame_size: int = FRAME_SIZE) -> None:
+    def __init__(self, tmpdir: str, level: int = ZSTD_LEVEL, frame_size: int = FRAME_SIZE,
+                 threaded: bool = True) -> None:
         import zstandard
 
         os.makedirs(tmpdir, exist_ok=True)
@@ -49,25 +54,64 @@ class LayerWriter:
         self._hash = hashlib.sha256()
         self.size = 0  # uncompressed bytes
         self.stored_size = 0
+        # Frames are compressed on a helper thread (zstd releases the GIL), so compressing
+        # overlaps with the reader's decompressing, hashing and indexing. In-flight frames
+        # are bounded, so memory stays a few frames.
+        self._level = level
+        self._pool: Optional[ThreadPoolExecutor] = (
+            ThreadPoolExecutor(max_workers=1) if threaded else None)
+        self._pending: deque[tuple[Future, int]] = deque()
+        self._local = threading.local()
 
     def write(self, data: bytes) -> None:
-        self._hash.update(data)
         self.size += len(data)
+        fs = self._frame_size
+        if not self._buf and len(data) == fs:  # the common case: whole frames, no copy
+            self._emit(data)
+            return
         buf = self._buf
         buf += data
-        fs = self._frame_size
         if len(buf) >= fs:
             mv = memoryview(buf)
             n = (len(buf) // fs) * fs
             for i in range(0, n, fs):
-                self._emit(mv[i : i + fs])
+                self._emit(bytes(mv[i : i + fs]))
             mv.release()
             del buf[:n]
 
-    def _emit(self, chunk: "bytes | memoryview") -> None:
-        comp = self._cctx.compress(chunk)
+    def _compress(self, chunk: bytes) -> bytes:
+        # runs on the helper thread, one frame at a time and in order, so hashing here
+        # keeps the stream's order
+        self._hash.update(chunk)
+        cctx = getattr(self._local, "cctx", None)
+        if cctx is None:
+            import zstandard
+
+            cctx = self._local.cctx = zstandard.ZstdCompressor(
+                level=self._level, write_content_size=True)
+        return cctx.compress(chunk)
+
+    def _emit(self, chunk: bytes) -> None:
+        if self._pool is None:
+            self._hash.update(chunk)
+            comp = self._cctx.compress(chunk)
+            self._f.write(comp)
+            self._table.append((len(comp), len(chunk)))
+            return
+        self._pending.append((self._pool.submit(self._compress, chunk), len(chunk)))
+        while len(self._pending) > 2:
+            self._write_one()
+
+    def _write_one(self) -> None:
+        fut, n = self._pending.popleft()
+        comp = fut.result()
         self._f.write(comp)
-        self._table.append((len(comp), len(chunk)))
+        self._table.append((len(comp), n))
+
+    def _shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
     def finish(self, expected: Optional[Digest] = None) -> Digest:
         """Flush, write the seek table, close. Return the diff_id; raise ``DigestMismatch``
@@ -75,6 +119,9 @@ class LayerWriter:
         if self._buf:
             self._emit(bytes(self._buf))
             self._buf = bytearray()
+        while self._pending:
+            self._write_one()
+        self._shutdown()
         entries = b"".join(struct.pack("<II", c, d) for c, d in self._table)
         footer = _FOOTER.pack(len(self._table), 0, _SEEKABLE_MAGIC)
         body = entries + footer
@@ -89,6 +136,8 @@ class LayerWriter:
         return got
 
     def abort(self) -> None:
+        self._pending.clear()
+        self._shutdown()
         try:
             self._f.close()
         except Exception:

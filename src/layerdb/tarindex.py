@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from .errors import CorruptLayer
 
-BATCH_ROWS = 32768
+BATCH_ROWS = 8192
 
 SCHEMA = pa.schema([
     ("layer", pa.string()),
@@ -102,7 +102,7 @@ class _Stream:
         have = len(self._buf) - self._pos
         if have >= n:
             return True
-        parts = [self._buf[self._pos:]]
+        parts = [self._buf[self._pos:]] if have else []
         while have < n:
             chunk = self._raw.read(max(self.CHUNK, n - have))
             if not chunk:
@@ -110,7 +110,7 @@ class _Stream:
                 return False
             parts.append(chunk)
             have += len(chunk)
-        self._buf, self._pos = b"".join(parts), 0
+        self._buf, self._pos = (parts[0] if len(parts) == 1 else b"".join(parts)), 0
         return True
 
     def take(self, n: int) -> bytes:
