@@ -232,3 +232,22 @@ def test_kill_9_never_leaves_half_an_image(tmp_path):
                         "--image", "big:1"], env=env, capture_output=True)
     assert r.returncode == 0 and len(r.stdout) == 400_000
     assert 0 in outcomes  # at least one kill landed mid-ingest
+
+
+def test_shared_layer_corrupt_in_one_archive_only(home, tmp_path):
+    """Two archives carry the same diff_id; the first copy is damaged. The second archive
+    reads its own copy and goes in; the first is refused."""
+    layer = f.Layer([f.file("shared", b"s" * 20000)], "gzip")
+    good_layout = tmp_path / "ok"
+    f.write_oci_layout(good_layout, [f.ImageSpec([layer], tags=("ok:1",))])
+    bad_layout = tmp_path / "damaged"
+    built = f.write_oci_layout(bad_layout, [f.ImageSpec([layer], tags=("damaged:1",))])
+    p = _blob(bad_layout, built[0].layer_digests[0])
+    data = bytearray(p.read_bytes())
+    data[-1] ^= 1
+    p.write_bytes(bytes(data))
+    r = _layerdb("ingest", "-q", "-j", "2", str(bad_layout), str(good_layout), home=home)
+    assert r.returncode == 1
+    assert "damaged" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = _layerdb("extract", "--path", "/shared", "--image", "ok:1", home=home)
+    assert r.returncode == 0 and r.stdout == "s" * 20000

@@ -17,7 +17,7 @@ import tempfile
 import time
 import zlib
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from .catalog import BlobRecord, Catalog, LayerRecord
 from .compression import open_decompressed
@@ -189,11 +189,26 @@ class _InlineExecutor(cf.Executor):
         return f
 
 
+@dataclass
+class _Plan:
+    """One archive on its way in: its images, and the layer reads it waits for."""
+
+    res: ArchiveResult
+    src: Any
+    staging: str  # this archive's private temporary directory
+    images: list[Image]
+    waits: dict[str, cf.Future] = field(default_factory=dict)  # diff_id -> read
+    refs: dict[str, LayerRef] = field(default_factory=dict)
+    done: bool = False
+
+
 def ingest(paths: Iterable[str], catalog_root: Optional[str] = None, jobs: Optional[int] = None,
            progress: Optional[Callable[[dict], None]] = None) -> IngestReport:
     """Ingest every archive or layout in ``paths``. Each archive is all-or-nothing: on any
     error nothing of it is recorded or cached, and the error is kept in its ``ArchiveResult``
-    (the others still go in). ``progress`` receives event dicts (for a progress bar)."""
+    (the others still go in). All archives' new layers are read in one pool, each distinct
+    diff_id once; an archive is recorded as soon as its last layer is ready. ``progress``
+    receives event dicts (for a progress bar)."""
     t0 = time.monotonic()
     jobs = jobs or os.cpu_count() or 1
     emit = progress or (lambda ev: None)
@@ -203,27 +218,33 @@ def ingest(paths: Iterable[str], catalog_root: Optional[str] = None, jobs: Optio
         _clean_stale(cat.tmp_dir)
         run_tmp = tempfile.mkdtemp(dir=cat.tmp_dir, prefix=f"ingest-{os.getpid()}-")
         store = BlobStore(cat.blobs_dir)
+        plans: list[_Plan] = []
         executor: Optional[cf.Executor] = None
         try:
             for path in paths:
                 res = ArchiveResult(path)
                 results.append(res)
                 try:
-                    if executor is None:
-                        executor = _InlineExecutor() if jobs <= 1 else _executor(jobs)
-                    _ingest_one(path, cat, store, run_tmp, executor, res, emit)
+                    plan = _open_plan(res, run_tmp)
                 except LayerdbError as e:
                     res.error = e
                     emit({"event": "error", "path": path, "error": str(e)})
+                    continue
+                plans.append(plan)
+            if plans:
+                executor = _InlineExecutor() if jobs <= 1 else _executor(jobs)
+                _run_plans(plans, cat, store, run_tmp, executor, emit)
         finally:
+            for plan in plans:
+                plan.src.close()
             if executor is not None:
                 executor.shutdown(wait=True, cancel_futures=True)
             shutil.rmtree(run_tmp, ignore_errors=True)
     return IngestReport(results, time.monotonic() - t0)
 
 
-def _ingest_one(path: str, cat: Catalog, store: BlobStore, run_tmp: str,
-                executor: cf.Executor, res: ArchiveResult, emit: Callable[[dict], None]) -> None:
+def _open_plan(res: ArchiveResult, run_tmp: str) -> _Plan:
+    path = res.path
     staging = tempfile.mkdtemp(dir=run_tmp)
     try:
         src = open_source(path, staging)
@@ -233,47 +254,107 @@ def _ingest_one(path: str, cat: Catalog, store: BlobStore, run_tmp: str,
         images = list(src.images())
         if not images:
             raise SourceError(f"{path}: no image found")
-        res.images = images
-        with _reopen(cat):
-            known_images = cat.known_images(i.id for i in images)
-            all_layers = {str(l.diff_id): l for i in images for l in i.layers}
-            known_layers = cat.known_layers(Digest(d) for d in all_layers)
-            known_blobs = cat.known_blobs(l.digest for i in images for l in i.layers if l.digest)
-        todo = [l for d, l in all_layers.items()
-                if d not in known_layers or not store.has(l.diff_id)]
-        emit({"event": "archive", "path": path, "layers": len(todo),
-              "bytes": sum(l.blob.size() for l in todo)})
-        futures = {}
-        for l in todo:
-            job = LayerJob(l.blob, l.diff_id, l.digest, l.media_type, staging, path,
-                           f"{path}: layer {l.diff_id}")
-            futures[executor.submit(read_layer, job)] = l
-        done: dict[str, LayerResult] = {}
-        error: Optional[BaseException] = None
-        for fut in cf.as_completed(futures):
-            try:
-                r = fut.result()
-            except BaseException as e:  # noqa: BLE001 - first error wins; rest are cancelled
-                if error is None:
-                    error = e
-                    for f in futures:
+    except BaseException:
+        src.close()
+        raise
+    res.images = images
+    return _Plan(res, src, staging, images)
+
+
+def _run_plans(plans: list[_Plan], cat: Catalog, store: BlobStore, run_tmp: str,
+               executor: cf.Executor, emit: Callable[[dict], None]) -> None:
+    with _reopen(cat):
+        ids = [i.id for p in plans for i in p.images]
+        layers = {str(l.diff_id): l for p in plans for i in p.images for l in i.layers}
+        known_images = cat.known_images(ids)
+        known_layers = {d for d in cat.known_layers(Digest(d) for d in layers)
+                        if store.has(Digest(d))}
+        known_blobs = cat.known_blobs(l.digest for l in layers.values() if l.digest)
+    staging = tempfile.mkdtemp(dir=run_tmp)
+    reads: dict[str, cf.Future] = {}  # diff_id -> the read the plans share
+    owner: dict[cf.Future, LayerRef] = {}
+
+    def submit(path: str, l: LayerRef) -> cf.Future:
+        job = LayerJob(l.blob, l.diff_id, l.digest, l.media_type, staging, path,
+                       f"{path}: layer {l.diff_id}")
+        fut = executor.submit(read_layer, job)
+        owner[fut] = l
+        return fut
+
+    for plan in plans:
+        todo = {str(l.diff_id): l for i in plan.images for l in i.layers
+                if str(l.diff_id) not in known_layers}
+        plan.refs = todo
+        emit({"event": "archive", "path": plan.res.path, "layers": len(todo),
+              "bytes": sum(l.blob.size() for l in todo.values())})
+        for d, l in todo.items():
+            if d not in reads:
+                reads[d] = submit(plan.res.path, l)
+            plan.waits[d] = reads[d]
+    committed: dict[str, LayerResult] = {}
+    pending = {f for p in plans for f in p.waits.values()}
+    for plan in plans:
+        if not plan.waits:
+            _finish(plan, cat, store, committed, known_images, known_blobs, emit)
+    while pending:
+        finished, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+        for fut in finished:
+            l = owner[fut]
+            d = str(l.diff_id)
+            for plan in plans:
+                if plan.waits.get(d) is not fut or plan.done:
+                    continue
+                emit({"event": "layer", "path": plan.res.path, "bytes": plan.refs[d].blob.size()})
+                if fut.cancelled() or fut.exception() is not None:
+                    if plan.refs[d] is not l:
+                        # another archive's copy failed; this archive reads its own
+                        plan.waits[d] = submit(plan.res.path, plan.refs[d])
+                        pending.add(plan.waits[d])
+        for plan in plans:
+            if plan.done or not plan.waits:
+                continue
+            failed = [f for f in plan.waits.values() if f.done() and
+                      (f.cancelled() or f.exception() is not None)]
+            if failed:
+                plan.done = True
+                err = None if failed[0].cancelled() else failed[0].exception()
+                plan.res.error = _as_error(plan.res.path, err)
+                emit({"event": "error", "path": plan.res.path, "error": str(plan.res.error)})
+                live = {f for q in plans if not q.done for f in q.waits.values()}
+                for f in plan.waits.values():
+                    if f not in live:
                         f.cancel()
                 continue
-            done[str(r.diff_id)] = r
-            res.bytes_read += r.compressed_size
-            emit({"event": "layer", "path": path, "bytes": futures[fut].blob.size()})
-        if error is not None:
-            if isinstance(error, LayerdbError):
-                raise error
-            if isinstance(error, cf.process.BrokenProcessPool):
-                raise LayerdbError(f"{path}: a worker process died") from error
-            raise LayerdbError(f"{path}: {error}") from error
-        _commit(path, cat, store, images, done, known_images, known_blobs)
-        res.new_images = sum(1 for i in images if str(i.id) not in known_images)
-        res.new_layers = len(done)
-    finally:
-        src.close()
-        shutil.rmtree(staging, ignore_errors=True)
+            if all(f.done() for f in plan.waits.values()):
+                _finish(plan, cat, store, committed, known_images, known_blobs, emit)
+
+
+def _as_error(path: str, e: Optional[BaseException]) -> LayerdbError:
+    if isinstance(e, LayerdbError):
+        return e
+    if isinstance(e, cf.process.BrokenProcessPool):
+        return LayerdbError(f"{path}: a worker process died")
+    return LayerdbError(f"{path}: {e or 'cancelled'}")
+
+
+def _finish(plan: _Plan, cat: Catalog, store: BlobStore, committed: dict[str, LayerResult],
+            known_images: set[str], known_blobs: set[str], emit: Callable[[dict], None]) -> None:
+    plan.done = True
+    results = {d: f.result() for d, f in plan.waits.items()}
+    new = {d: r for d, r in results.items() if d not in committed}
+    try:
+        _commit(plan.res.path, cat, store, plan.images, results, new, known_images, known_blobs,
+                plan.staging)
+    except LayerdbError as e:
+        plan.res.error = e
+        emit({"event": "error", "path": plan.res.path, "error": str(e)})
+        return
+    committed.update(new)
+    plan.res.new_images = len({str(i.id) for i in plan.images} - known_images)
+    plan.res.new_layers = len(new)
+    plan.res.bytes_read = sum(r.compressed_size for r in new.values())
+    known_images.update(str(i.id) for i in plan.images)
+    known_blobs.update(str(l.digest) for i in plan.images for l in i.layers if l.digest)
 
 
 class _reopen:
@@ -293,14 +374,16 @@ class _reopen:
 
 
 def _commit(path: str, cat: Catalog, store: BlobStore, images: list[Image],
-            done: dict[str, LayerResult], known_images: set[str], known_blobs: set[str]) -> None:
+            done: dict[str, LayerResult], new: dict[str, LayerResult], known_images: set[str],
+            known_blobs: set[str], staging: str) -> None:
+    """Record one archive: ``done`` has every layer read for it, ``new`` those not yet
+    moved into place by an earlier archive of the same run."""
     images = [_with_blob_digests(i, done) for i in images]
     # 1. put the verified files in place (still invisible: no catalog row names them)
-    for d, r in done.items():
+    for d, r in new.items():
         store.adopt(r.store_tmp, r.diff_id)
         os.replace(r.parquet_tmp, cat.files_path(d))
     # 2. the merged view of every new image
-    staging = os.path.dirname(next(iter(done.values())).store_tmp) if done else cat.tmp_dir
     fs_tmp: dict[str, str] = {}
     new_images = [i for i in images if str(i.id) not in known_images]
     seen: set[str] = set()
@@ -315,7 +398,7 @@ def _commit(path: str, cat: Catalog, store: BlobStore, images: list[Image],
         os.replace(tmp, cat.fs_path(image_id))
     # 3. one transaction records it all
     layers = [LayerRecord(r.diff_id, r.size, r.stored_size, r.member_count, r.file_bytes)
-              for r in done.values()]
+              for r in new.values()]
     blobs: dict[str, BlobRecord] = {}
     for img in images:
         for l in img.layers:
