@@ -67,9 +67,9 @@ def test_rows_offsets_and_hashes():
     f = by["/d/f"]
     assert (f["type"], f["size"], f["mode"], f["uid"], f["gid"], f["uname"]) == ("file", 5, 0o4755, 1, 2, "u")
     assert f["sha256"] == hashlib.sha256(b"hello").hexdigest()
-    assert data[f["offset"] : f["offset"] + 5] == b"hello"
+    assert data[f["offset_data"] : f["offset_data"] + 5] == b"hello"
     lf = by["/" + long]
-    assert data[lf["offset"] : lf["offset"] + lf["size"]] == b"long" * 300
+    assert data[lf["offset_data"] : lf["offset_data"] + lf["size"]] == b"long" * 300
     assert lf["parent"] == "/d/" + "x" * 150 and lf["name"] == "file"
     assert by["/d/s"]["type"] == "symlink" and by["/d/s"]["linkname"] == "/etc/passwd"
     assert by["/d/h"]["type"] == "hardlink" and by["/d/h"]["linkname"] == "/d/f"

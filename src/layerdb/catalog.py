@@ -26,13 +26,13 @@ FILE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("layer", "VARCHAR"), ("idx", "INTEGER"), ("path", "VARCHAR"), ("parent", "VARCHAR"),
     ("name", "VARCHAR"), ("raw_path", "BLOB"), ("type", "VARCHAR"), ("size", "BIGINT"),
     ("mode", "INTEGER"), ("uid", "INTEGER"), ("gid", "INTEGER"), ("uname", "VARCHAR"),
-    ("gname", "VARCHAR"), ("mtime", "BIGINT"), ("linkname", "VARCHAR"), ("offset", "BIGINT"),
+    ("gname", "VARCHAR"), ("mtime", "BIGINT"), ("linkname", "VARCHAR"), ("offset_data", "BIGINT"),
     ("sha256", "VARCHAR"), ("whiteout", "VARCHAR"), ("hides", "VARCHAR"),
     ("xattrs", "MAP(VARCHAR, BLOB)"), ("devmajor", "INTEGER"), ("devminor", "INTEGER"),
 )
 FS_EXTRA: tuple[tuple[str, str], ...] = (
     ("image_id", "VARCHAR"), ("position", "INTEGER"),
-    ("data_layer", "VARCHAR"), ("data_offset", "BIGINT"),
+    ("content_layer", "VARCHAR"), ("content_offset", "BIGINT"),
 )
 
 _TABLES = """
@@ -391,14 +391,14 @@ class Catalog:
             con.execute(f"""
                 create temp table result as
                 select {_sql_str(str(image.id))} as image_id, v.position,
-                       coalesce(h.layer, v.layer) as data_layer,
-                       coalesce(h.offset, v.offset) as data_offset,
+                       coalesce(h.layer, v.layer) as content_layer,
+                       coalesce(h.offset_data, v.offset_data) as content_offset,
                        v.* exclude (position, size, sha256),
                        case when v.type = 'hardlink' then coalesce(h.size, 0) else v.size end as size,
                        case when v.type = 'hardlink' then h.sha256 else v.sha256 end as sha256
                 from visible v
                 left join lateral (
-                  select t.layer, t.offset, t.size, t.sha256 from m t
+                  select t.layer, t.offset_data, t.size, t.sha256 from m t
                   where v.type = 'hardlink' and t.path = v.linkname and t.type = 'file'
                     and (t.position < v.position or (t.position = v.position and t.idx < v.idx))
                   order by t.position desc, t.idx desc limit 1) h on true""")

@@ -223,11 +223,11 @@ def _name(row: dict[str, Any]) -> str:
 def _content(store: BlobStore, row: dict[str, Any]) -> Iterator[bytes]:
     """The bytes of a regular file (or of a hardlink's target), verified against sha256."""
     size = row["size"] or 0
-    layer = row["data_layer"]
+    layer = row["content_layer"]
     h = hashlib.sha256()
     if size:
         with store.open(Digest(layer)) as stored:
-            for chunk in stored.iter_range(row["data_offset"], size):
+            for chunk in stored.iter_range(row["content_offset"], size):
                 h.update(chunk)
                 yield chunk
     want = row["sha256"]

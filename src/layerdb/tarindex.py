@@ -33,7 +33,7 @@ SCHEMA = pa.schema([
     ("gname", pa.string()),
     ("mtime", pa.int64()),
     ("linkname", pa.string()),
-    ("offset", pa.int64()),
+    ("offset_data", pa.int64()),
     ("sha256", pa.string()),
     ("whiteout", pa.string()),
     ("hides", pa.string()),
@@ -359,7 +359,7 @@ def _append(c: dict[str, list], layer: str, idx: int, name: str, kind: str, size
     c["gname"].append(_text(_dec(gname))[0] if gname else None)
     c["mtime"].append(mtime)
     c["linkname"].append(linkname)
-    c["offset"].append(offset)
+    c["offset_data"].append(offset)
     c["sha256"].append(sha)
     c["whiteout"].append(whiteout)
     c["hides"].append(hides)
