@@ -12,10 +12,9 @@ import sys
 import time
 from pathlib import Path
 
+import imagefactory as f
 import pytest
 import zstandard
-
-import imagefactory as f
 from catalog_snapshot import snapshot, tmp_is_clean
 
 GOOD_LAYERS = [f.Layer([f.directory("etc"), f.file("etc/a", b"a" * 5000)], "gzip"),

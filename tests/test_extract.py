@@ -8,11 +8,11 @@ import stat
 import tarfile
 from pathlib import Path
 
+import imagefactory as f
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import imagefactory as f
 from layerdb.errors import ImageNotFound, PathNotFound
 from layerdb.extract import extract
 from layerdb.ingest import ingest

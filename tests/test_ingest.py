@@ -2,13 +2,14 @@
 `umoci unpack` puts on disk; the cache keeps each layer once; re-ingest reads nothing."""
 from __future__ import annotations
 
+import os
 import subprocess
-from pathlib import Path
-
-import pytest
+import sys
 
 import imagefactory as f
+import pytest
 from catalog_snapshot import snapshot, tmp_is_clean
+
 from layerdb.catalog import Catalog
 from layerdb.ingest import ingest
 
@@ -84,8 +85,12 @@ def test_same_layers_new_archive_only_json(umoci_images, tmp_path):
 
 
 def test_cli_ingest_and_sql_as_written(umoci_images, tmp_path):
-    env = {"LAYERDB_HOME": str(tmp_path), "PATH": "/usr/bin:/bin:" + str(Path(__import__("sys").executable).parent)}
-    run = lambda *a: subprocess.run(["layerdb", *a], capture_output=True, text=True, env={**__import__("os").environ, **env})
+    env = {**os.environ, "LAYERDB_HOME": str(tmp_path)}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "layerdb.cli", *args], capture_output=True,
+                              text=True, env=env)
+
     r = run("ingest", umoci_images["docker-archive"])
     assert r.returncode == 0, r.stderr
     r = run("sql", "select image, path, size from fs where path like '%/app'", "--format", "csv")

@@ -7,9 +7,21 @@ from __future__ import annotations
 from typing import Any
 
 from .digest import Digest
-from .errors import (BlobNotFound, CatalogError, CorruptLayer, DigestMismatch, ImageNotFound,
-                     LayerdbError, PathNotFound, ReportError, SourceError, StoreError,
-                     UnsafePath, UnsupportedMediaType, UsageError)
+from .errors import (
+    BlobNotFound,
+    CatalogError,
+    CorruptLayer,
+    DigestMismatch,
+    ImageNotFound,
+    LayerdbError,
+    PathNotFound,
+    ReportError,
+    SourceError,
+    StoreError,
+    UnsafePath,
+    UnsupportedMediaType,
+    UsageError,
+)
 
 __all__ = [
     "open_source", "Catalog", "BlobStore", "ingest", "extract", "run_report", "Digest",

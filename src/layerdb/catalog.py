@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any
 
 import duckdb
 
@@ -146,7 +147,7 @@ class Catalog:
     """A context manager over the catalog directory. Read-only by default; ``writable=True``
     creates it if needed. Each connection defines the views of docs/catalog.md."""
 
-    def __init__(self, root: Optional[str] = None, writable: bool = False,
+    def __init__(self, root: str | None = None, writable: bool = False,
                  lock_timeout: float = 30.0) -> None:
         self.root = os.path.abspath(root or default_root())
         self.writable = writable
@@ -168,7 +169,7 @@ class Catalog:
         self._define_views()
 
     @staticmethod
-    def _connect(db: str, writable: bool, lock_timeout: float) -> "duckdb.DuckDBPyConnection":
+    def _connect(db: str, writable: bool, lock_timeout: float) -> duckdb.DuckDBPyConnection:
         deadline = time.monotonic() + lock_timeout
         delay = 0.05
         while True:
@@ -185,7 +186,7 @@ class Catalog:
     def close(self) -> None:
         self.con.close()
 
-    def __enter__(self) -> "Catalog":
+    def __enter__(self) -> Catalog:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -221,7 +222,7 @@ class Catalog:
             f"from ({src}) f join images i on i.id = f.image_id")
 
     # queries -------------------------------------------------------------------------
-    def query(self, sql: str, params: Optional[dict[str, Any]] = None) -> tuple[list[str], list[tuple]]:
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> tuple[list[str], list[tuple]]:
         """Run SQL; return (column names, rows). Errors become ``CatalogError``."""
         try:
             cur = self.con.execute(sql, params or None)
@@ -232,13 +233,13 @@ class Catalog:
         except duckdb.Error as e:
             raise CatalogError(f"query failed: {str(e).splitlines()[0]}") from e
 
-    def arrow(self, sql: str, params: Optional[dict[str, Any]] = None) -> Any:
+    def arrow(self, sql: str, params: dict[str, Any] | None = None) -> Any:
         try:
             return self.con.execute(sql, params or None).arrow()
         except duckdb.Error as e:
             raise CatalogError(f"query failed: {str(e).splitlines()[0]}") from e
 
-    def copy_to_parquet(self, sql: str, params: Optional[dict[str, Any]], out: str) -> None:
+    def copy_to_parquet(self, sql: str, params: dict[str, Any] | None, out: str) -> None:
         try:
             rel = self.con.sql(sql, params=params or None)
             rel.write_parquet(out)
@@ -268,7 +269,7 @@ class Catalog:
             "select digest from layer_blobs where list_contains(?, digest)", [ids]).fetchall()
         return {r[0] for r in rows}
 
-    def resolve_image(self, ref: Optional[str], platform: Optional[str] = None) -> ImageRow:
+    def resolve_image(self, ref: str | None, platform: str | None = None) -> ImageRow:
         """Find one image by ref (``repo:tag``; ``repo`` means ``repo:latest``), id or config
         digest (full or a prefix of at least 4 hex digits). Without ``ref`` the catalog must
         hold exactly one image (per platform). Raises ``ImageNotFound`` naming candidates."""
@@ -333,7 +334,7 @@ class Catalog:
         names = [d[0] for d in cur.description]
         return {r[names.index("path")]: dict(zip(names, r)) for r in cur.fetchall()}
 
-    def hardlink_target(self, image_id: str, row: dict[str, Any]) -> Optional[dict[str, Any]]:
+    def hardlink_target(self, image_id: str, row: dict[str, Any]) -> dict[str, Any] | None:
         rows = self._fs_rows(image_id, "path = ?", [row["linkname"]])
         return rows.get(row["linkname"])
 

@@ -22,15 +22,15 @@ class Digest:
             raise SourceError(f"invalid digest {self.value!r}")
 
     @classmethod
-    def parse(cls, text: str) -> "Digest":
+    def parse(cls, text: str) -> Digest:
         return cls(text.strip() if isinstance(text, str) else text)
 
     @classmethod
-    def from_hex(cls, hexdigest: str) -> "Digest":
+    def from_hex(cls, hexdigest: str) -> Digest:
         return cls("sha256:" + hexdigest)
 
     @classmethod
-    def of_bytes(cls, data: bytes) -> "Digest":
+    def of_bytes(cls, data: bytes) -> Digest:
         return cls("sha256:" + hashlib.sha256(data).hexdigest())
 
     @property

@@ -14,8 +14,9 @@ import posixpath
 import stat
 import sys
 import tarfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Iterator, Optional
+from typing import Any, BinaryIO
 
 from .catalog import Catalog, ImageRow
 from .digest import Digest
@@ -47,9 +48,9 @@ class _Resolver:
     def __init__(self, cat: Catalog, image_id: str) -> None:
         self.cat = cat
         self.image_id = image_id
-        self._cache: dict[str, Optional[dict[str, Any]]] = {}
+        self._cache: dict[str, dict[str, Any] | None] = {}
 
-    def get(self, path: str) -> Optional[dict[str, Any]]:
+    def get(self, path: str) -> dict[str, Any] | None:
         if path not in self._cache:
             # fetch this path and every path below it on the way, in one query
             want = [path]
@@ -74,7 +75,7 @@ class _Resolver:
         queue = _split(path)
         cur = "/"
         links = 0
-        row: Optional[dict[str, Any]] = self.get("/") or {"path": "/", "type": "dir"}
+        row: dict[str, Any] | None = self.get("/") or {"path": "/", "type": "dir"}
         while queue:
             comp = queue.pop(0)
             if comp == "..":
@@ -118,8 +119,8 @@ class _Resolver:
         return f"{asked}: no such file or directory in the image"
 
 
-def find_image(cat: Catalog, image: Optional[str], platform: Optional[str],
-               path: Optional[str]) -> ImageRow:
+def find_image(cat: Catalog, image: str | None, platform: str | None,
+               path: str | None) -> ImageRow:
     """``--image`` if given; otherwise the only image, or the only image that has ``path``."""
     if image:
         return cat.resolve_image(image, platform)
@@ -166,10 +167,10 @@ def entrypoint_path(res: _Resolver, img: ImageRow) -> str:
     raise PathNotFound(f"image {img.name}: {exe} is not in its PATH ({', '.join(tried)})")
 
 
-def extract(path: Optional[str] = None, image: Optional[str] = None, output: Optional[str] = None,
-            catalog_root: Optional[str] = None, platform: Optional[str] = None,
+def extract(path: str | None = None, image: str | None = None, output: str | None = None,
+            catalog_root: str | None = None, platform: str | None = None,
             entrypoint: bool = False, keep_setuid: bool = False,
-            stdout: Optional[BinaryIO] = None) -> ExtractResult:
+            stdout: BinaryIO | None = None) -> ExtractResult:
     """Extract ``path`` (or the entrypoint) of an image to ``output`` (a file or directory
     path; ``None`` or ``-`` for stdout: a file's bytes, or a tar stream for a directory)."""
     if not path and not entrypoint:
@@ -246,7 +247,7 @@ def _mode(row: dict[str, Any], keep_setuid: bool) -> int:
 
 
 def _write_file(dest: str, row: dict[str, Any], store: BlobStore, keep_setuid: bool,
-                result: ExtractResult, dir_fd: Optional[int] = None) -> None:
+                result: ExtractResult, dir_fd: int | None = None) -> None:
     """Write one regular file atomically (temp name, verify, rename), never through a link."""
     tmp = f".{os.path.basename(dest)}.layerdb-{os.getpid()}.tmp"
     parent = os.path.dirname(dest) or "."
@@ -280,7 +281,7 @@ def _write_file(dest: str, row: dict[str, Any], store: BlobStore, keep_setuid: b
             os.close(pfd)
 
 
-def _rel(row: dict[str, Any], base: str) -> Optional[bytes]:
+def _rel(row: dict[str, Any], base: str) -> bytes | None:
     """The entry's path relative to ``base``, as bytes; None for ``base`` itself."""
     raw = row.get("raw_path")
     p = bytes(raw) if raw else os.fsencode(row["path"])
@@ -319,7 +320,7 @@ def _write_tree(output: str, rows: list[dict[str, Any]], base: str, store: BlobS
                 continue
             kind = row["type"]
             try:
-                st: Optional[os.stat_result] = os.lstat(name, dir_fd=pfd)
+                st: os.stat_result | None = os.lstat(name, dir_fd=pfd)
             except FileNotFoundError:
                 st = None
             if kind == "dir":
@@ -359,7 +360,7 @@ def _write_tree(output: str, rows: list[dict[str, Any]], base: str, store: BlobS
             os.close(fd)
 
 
-def _open_dir(dirs: dict[bytes, int], rel: bytes) -> Optional[int]:
+def _open_dir(dirs: dict[bytes, int], rel: bytes) -> int | None:
     """An fd for directory ``rel`` under the output root, refusing symlinks on the way
     (creating missing directories)."""
     if rel in dirs:

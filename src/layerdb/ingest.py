@@ -16,8 +16,9 @@ import shutil
 import tempfile
 import time
 import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable, Optional
+from typing import Any
 
 from .catalog import BlobRecord, Catalog, LayerRecord
 from .compression import open_decompressed
@@ -34,7 +35,7 @@ class LayerJob:
 
     blob: FileSegment
     diff_id: Digest
-    digest: Optional[Digest]
+    digest: Digest | None
     media_type: str
     staging: str
     source: str  # the archive path, first in every error message
@@ -157,7 +158,7 @@ class ArchiveResult:
     new_images: int = 0
     new_layers: int = 0
     bytes_read: int = 0
-    error: Optional[LayerdbError] = None
+    error: LayerdbError | None = None
 
 
 @dataclass
@@ -202,8 +203,8 @@ class _Plan:
     done: bool = False
 
 
-def ingest(paths: Iterable[str], catalog_root: Optional[str] = None, jobs: Optional[int] = None,
-           progress: Optional[Callable[[dict], None]] = None) -> IngestReport:
+def ingest(paths: Iterable[str], catalog_root: str | None = None, jobs: int | None = None,
+           progress: Callable[[dict], None] | None = None) -> IngestReport:
     """Ingest every archive or layout in ``paths``. Each archive is all-or-nothing: on any
     error nothing of it is recorded or cached, and the error is kept in its ``ArchiveResult``
     (the others still go in). All archives' new layers are read in one pool, each distinct
@@ -219,7 +220,7 @@ def ingest(paths: Iterable[str], catalog_root: Optional[str] = None, jobs: Optio
         run_tmp = tempfile.mkdtemp(dir=cat.tmp_dir, prefix=f"ingest-{os.getpid()}-")
         store = BlobStore(cat.blobs_dir)
         plans: list[_Plan] = []
-        executor: Optional[cf.Executor] = None
+        executor: cf.Executor | None = None
         try:
             for path in paths:
                 res = ArchiveResult(path)
@@ -329,7 +330,7 @@ def _run_plans(plans: list[_Plan], cat: Catalog, store: BlobStore, run_tmp: str,
                 _finish(plan, cat, store, committed, known_images, known_blobs, emit)
 
 
-def _as_error(path: str, e: Optional[BaseException]) -> LayerdbError:
+def _as_error(path: str, e: BaseException | None) -> LayerdbError:
     if isinstance(e, LayerdbError):
         return e
     if isinstance(e, cf.process.BrokenProcessPool):

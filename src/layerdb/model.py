@@ -9,8 +9,8 @@ from __future__ import annotations
 import io
 import json
 import os
-from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Optional
+from dataclasses import dataclass
+from typing import Any, BinaryIO
 
 from .digest import Digest
 
@@ -53,11 +53,11 @@ class Platform:
         return f"{s}/{self.variant}" if self.variant else s
 
     @classmethod
-    def parse(cls, text: str) -> "Platform":
+    def parse(cls, text: str) -> Platform:
         parts = text.split("/")
         return cls(*(parts + ["", "", ""])[:3])
 
-    def matches(self, want: "Platform") -> bool:
+    def matches(self, want: Platform) -> bool:
         """True when every field ``want`` sets equals ours."""
         return all(not w or w == h for w, h in
                    ((want.os, self.os), (want.architecture, self.architecture),
@@ -145,7 +145,7 @@ class LayerRef:
     """
 
     diff_id: Digest
-    digest: Optional[Digest]
+    digest: Digest | None
     media_type: str
     size: int
     blob: FileSegment
@@ -183,10 +183,10 @@ class ImageConfig:
     def platform(self) -> Platform:
         return Platform(self.os, self.architecture, self.variant)
 
-    def layer_history(self) -> list[Optional[HistoryEntry]]:
+    def layer_history(self) -> list[HistoryEntry | None]:
         """The history entry of each layer, base first (entries with empty_layer skipped)."""
         entries = [h for h in self.history if not h.empty_layer]
-        out: list[Optional[HistoryEntry]] = list(entries[: len(self.diff_ids)])
+        out: list[HistoryEntry | None] = list(entries[: len(self.diff_ids)])
         out += [None] * (len(self.diff_ids) - len(out))
         return out
 
@@ -210,7 +210,7 @@ class Image:
     layers: tuple[LayerRef, ...]
     platform: Platform
     source: str = ""
-    index_digest: Optional[Digest] = None
+    index_digest: Digest | None = None
 
 
 def _strs(v: Any) -> tuple[str, ...]:

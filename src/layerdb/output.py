@@ -7,7 +7,8 @@ import csv
 import datetime
 import decimal
 import json
-from typing import Any, Sequence, TextIO
+from collections.abc import Sequence
+from typing import Any, TextIO
 
 FORMATS = ("table", "json", "csv")
 

@@ -19,9 +19,9 @@ import struct
 import tempfile
 import threading
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterator, Optional
 
 from .digest import Digest
 from .errors import DigestMismatch, StoreError
@@ -58,7 +58,7 @@ class LayerWriter:
         # overlaps with the reader's decompressing, hashing and indexing. In-flight frames
         # are bounded, so memory stays a few frames.
         self._level = level
-        self._pool: Optional[ThreadPoolExecutor] = (
+        self._pool: ThreadPoolExecutor | None = (
             ThreadPoolExecutor(max_workers=1) if threaded else None)
         self._pending: deque[tuple[Future, int]] = deque()
         self._local = threading.local()
@@ -113,7 +113,7 @@ class LayerWriter:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
-    def finish(self, expected: Optional[Digest] = None) -> Digest:
+    def finish(self, expected: Digest | None = None) -> Digest:
         """Flush, write the seek table, close. Return the diff_id; raise ``DigestMismatch``
         (and delete the file) when it differs from ``expected``."""
         if self._buf:
@@ -185,7 +185,7 @@ class StoredLayer:
     def close(self) -> None:
         os.close(self._fd)
 
-    def __enter__(self) -> "StoredLayer":
+    def __enter__(self) -> StoredLayer:
         return self
 
     def __exit__(self, *exc: object) -> None:

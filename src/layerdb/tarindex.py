@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Iterator, Optional
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 
@@ -121,7 +122,7 @@ class _Stream:
         self.offset += n
         return b
 
-    def take_block(self) -> Optional[bytes]:
+    def take_block(self) -> bytes | None:
         """The next 512-byte block, or None at a clean EOF."""
         if not self._fill(512):
             if len(self._buf) - self._pos == 0:
@@ -324,7 +325,7 @@ _ZERO = bytes(_BLOCK)
 
 def _append(c: dict[str, list], layer: str, idx: int, name: str, kind: str, size: int,
             mode: int, uid: int, gid: int, uname: bytes, gname: bytes, mtime: int,
-            link: str, offset: int, sha: Optional[str], xattrs: Any, blk: bytes) -> None:
+            link: str, offset: int, sha: str | None, xattrs: Any, blk: bytes) -> None:
     path, raw = _text(normalize(name))
     if path == "/":
         parent, base = None, "/"
@@ -338,7 +339,7 @@ def _append(c: dict[str, list], layer: str, idx: int, name: str, kind: str, size
             whiteout = "whiteout"
             hides = posixpath.join(parent or "/", base[len(_WH):])
     if kind == "hardlink":
-        linkname: Optional[str] = _text(normalize(link))[0]
+        linkname: str | None = _text(normalize(link))[0]
     elif kind == "symlink":
         linkname = _text(link)[0]
     else:
