@@ -233,12 +233,6 @@ class Catalog:
         except duckdb.Error as e:
             raise CatalogError(f"query failed: {str(e).splitlines()[0]}") from e
 
-    def arrow(self, sql: str, params: dict[str, Any] | None = None) -> Any:
-        try:
-            return self.con.execute(sql, params or None).arrow()
-        except duckdb.Error as e:
-            raise CatalogError(f"query failed: {str(e).splitlines()[0]}") from e
-
     def copy_to_parquet(self, sql: str, params: dict[str, Any] | None, out: str) -> None:
         try:
             rel = self.con.sql(sql, params=params or None)
@@ -247,10 +241,10 @@ class Catalog:
             raise CatalogError(f"query failed: {str(e).splitlines()[0]}") from e
 
     def known_images(self, ids: Iterable[Digest]) -> set[str]:
-        ids = [str(i) for i in ids]
-        if not ids:
+        want = [str(i) for i in ids]
+        if not want:
             return set()
-        rows = self.con.execute("select id from image_meta where list_contains(?, id)", [ids]).fetchall()
+        rows = self.con.execute("select id from image_meta where list_contains(?, id)", [want]).fetchall()
         return {r[0] for r in rows}
 
     def known_layers(self, diff_ids: Iterable[Digest]) -> set[str]:

@@ -65,7 +65,7 @@ class HashingReader:
         return data
 
     def readinto(self, b) -> int:  # type: ignore[no-untyped-def]
-        n = self._raw.readinto(b)
+        n = self._raw.readinto(b)  # type: ignore[attr-defined]
         if n:
             self._h.update(memoryview(b)[:n])
             self.bytes_read += n

@@ -88,7 +88,7 @@ def _decode_errors() -> tuple[type[BaseException], ...]:
     try:
         from isal import isal_zlib
 
-        errs.append(isal_zlib.error)
+        errs.append(isal_zlib.error)  # type: ignore[arg-type]
     except ImportError:  # pragma: no cover
         pass
     return tuple(errs)
@@ -108,10 +108,10 @@ def read_layer(job: LayerJob) -> LayerResult:
         raw = job.blob.open()
         try:
             hashed = HashingReader(raw, job.what)
-            kind, stream = open_decompressed(hashed)
+            kind, stream = open_decompressed(hashed)  # type: ignore[arg-type]
             tee = _Tee(stream, writer.write)
             with pq.ParquetWriter(parquet_tmp, SCHEMA, compression="zstd") as pw:
-                for batch in index_layer(tee, str(job.diff_id), stats):
+                for batch in index_layer(tee, str(job.diff_id), stats):  # type: ignore[arg-type]
                     pw.write_batch(batch)
             tee.drain()
             hashed.drain()
@@ -403,11 +403,11 @@ def _commit(path: str, cat: Catalog, store: BlobStore, images: list[Image],
     blobs: dict[str, BlobRecord] = {}
     for img in images:
         for l in img.layers:
-            r = done.get(str(l.diff_id))
-            digest = l.digest or (r.digest if r else None)
+            got = done.get(str(l.diff_id))
+            digest = l.digest or (got.digest if got else None)
             if digest is None or str(digest) in known_blobs:
                 continue
-            size = l.size if l.size >= 0 else (r.compressed_size if r else -1)
+            size = l.size if l.size >= 0 else (got.compressed_size if got else -1)
             blobs[str(digest)] = BlobRecord(digest, l.diff_id, l.media_type, size)
     with _reopen(cat):
         sizes = {d: (int(s), int(u)) for d, s, u in cat.con.execute(
