@@ -21,6 +21,7 @@ from .model import Image, Platform, familiar_ref, ref_matches
 
 DB_NAME = "catalog.duckdb"
 MATERIALIZE_MEMORY = os.environ.get("LAYERDB_MEMORY", "160MB")
+FS_ROW_GROUP = 16384  # rows per row group of an image's merged view: what a lookup reads
 
 # DuckDB types of the `files` columns; tests check this against tarindex.SCHEMA.
 FILE_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -202,6 +203,7 @@ class Catalog:
     # views -------------------------------------------------------------------------
     def _define_views(self) -> None:
         con = self.con
+        con.execute("set enable_progress_bar = false")  # it would print into our output
         con.execute(_VIEWS)
         layer_ids = [r[0] for r in con.execute("select diff_id from layer_meta order by diff_id").fetchall()]
         image_ids = [r[0] for r in con.execute("select id from image_meta order by id").fetchall()]
@@ -309,7 +311,10 @@ class Catalog:
         """The fs rows of ``image_id`` for exactly these paths (missing paths absent)."""
         if not paths:
             return {}
-        return self._fs_rows(image_id, "list_contains(?, path)", [list(paths)])
+        # "path in (?, ...)" (not list_contains) lets DuckDB skip row groups by their min/max
+        # path statistics: the file is sorted by path, so a lookup reads one small row group
+        marks = ", ".join("?" for _ in paths)
+        return self._fs_rows(image_id, f"path in ({marks})", list(paths))
 
     def subtree(self, image_id: str, path: str) -> list[dict[str, Any]]:
         """Every fs row at or below ``path`` in ``image_id``, sorted by path."""
@@ -341,6 +346,7 @@ class Catalog:
         files = sorted({self.files_path(d) for _, d in positions})
         con = duckdb.connect(":memory:")
         try:
+            con.execute("set enable_progress_bar = false")
             # bounded memory: a 1M-file image spills to disk rather than growing the process
             con.execute(f"set memory_limit = '{MATERIALIZE_MEMORY}'")
             con.execute(f"set temp_directory = {_sql_str(os.path.join(self.tmp_dir, 'duckdb'))}")
@@ -400,7 +406,8 @@ class Catalog:
             n = con.execute("select count(*) from result").fetchone()[0]  # type: ignore[index]
             order = ", ".join(f'"{c}"' for c, _ in FS_EXTRA + FILE_COLUMNS)
             con.execute(f"copy (select {order} from result order by path) to "
-                        f"{_sql_str(out_path)} (format parquet, compression zstd)")
+                        f"{_sql_str(out_path)} (format parquet, compression zstd, "
+                        f"row_group_size {FS_ROW_GROUP})")
             return int(n)
         except duckdb.Error as e:
             raise CatalogError(f"computing the merged view of {image.id}: {e}") from e
