@@ -231,6 +231,30 @@ def test_kill_9_never_leaves_half_an_image(tmp_path):
                         "--image", "big:1"], env=env, capture_output=True)
     assert r.returncode == 0 and len(r.stdout) == 400_000
     assert 0 in outcomes  # at least one kill landed mid-ingest
+    # and no worker or forkserver of the killed ingests lives on
+    deadline = time.monotonic() + 10
+    while _processes_with(f"LAYERDB_HOME={home}") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _processes_with(f"LAYERDB_HOME={home}") == []
+
+
+def _processes_with(env_entry: str) -> list[int]:
+    """Processes (other than this one) whose environment holds ``env_entry``."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                env = fh.read().split(b"\0")
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                if fh.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                    continue
+        except OSError:
+            continue
+        if env_entry.encode() in env:
+            found.append(int(pid))
+    return found
 
 
 def test_shared_layer_corrupt_in_one_archive_only(home, tmp_path):

@@ -166,6 +166,13 @@ class Catalog:
                     os.makedirs(d, exist_ok=True)
             self.con = self._connect(db, writable, lock_timeout)
             if writable:
+                self.con.execute("begin transaction;" + _TABLES + "commit;")
+            elif not self.con.execute(
+                    "select 1 from information_schema.tables where table_name = 'layer_blobs'"
+            ).fetchall():
+                # a first ingest was killed before its schema committed: an empty catalog
+                self.con.close()
+                self.con = duckdb.connect(":memory:")
                 self.con.execute(_TABLES)
         self._define_views()
 

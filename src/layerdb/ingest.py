@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import shutil
 import tempfile
+import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable
@@ -177,7 +178,21 @@ Progress = Callable[[str, int, int], None]  # (event, done, total)
 def _executor(jobs: int) -> cf.Executor:
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["layerdb.ingest", "layerdb.tarindex", "pyarrow.parquet"])
-    return cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx)
+    return cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx,
+                                  initializer=_exit_with, initargs=(os.getpid(),))
+
+
+def _exit_with(pid: int) -> None:
+    """Worker initializer: exit when the ingesting process is gone. A pool worker otherwise
+    outlives a ``kill -9`` of its parent forever (it holds both ends of its own task pipe, and
+    the forkserver lives as long as any worker does)."""
+
+    def watch() -> None:
+        while _alive(pid):
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="layerdb-parent-watch", daemon=True).start()
 
 
 class _InlineExecutor(cf.Executor):
@@ -446,10 +461,15 @@ def _clean_stale(tmp_dir: str) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, killed but not yet reaped, counts as gone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
