@@ -345,81 +345,82 @@ class Catalog:
         return rows.get(row["linkname"])
 
     # writes ---------------------------------------------------------------------------
-    def materialize_fs(self, image: Image, out_path: str) -> int:
-        """Compute the merged filesystem of ``image`` from its layers' Parquet files and
-        write it, sorted by path, to ``out_path``. Returns the number of entries. Runs in a
-        private in-memory connection, so it takes no lock on the catalog."""
-        positions = [(i, str(l.diff_id)) for i, l in enumerate(image.layers)]
-        files = sorted({self.files_path(d) for _, d in positions})
+    def materialize_fs(self, items: Sequence[tuple[Image, str]]) -> None:
+        """Compute the merged filesystem of each image from its layers' Parquet files and
+        write it, sorted by path, to its output path. One private in-memory connection (no
+        lock on the catalog), one query per image."""
         con = duckdb.connect(":memory:")
         try:
             con.execute("set enable_progress_bar = false")
             # bounded memory: a 1M-file image spills to disk rather than growing the process
             con.execute(f"set memory_limit = '{MATERIALIZE_MEMORY}'")
             con.execute(f"set temp_directory = {_sql_str(os.path.join(self.tmp_dir, 'duckdb'))}")
-            con.execute("create temp table pos(position integer, layer varchar)")
-            if positions:
-                con.executemany("insert into pos values (?, ?)", positions)
-            cols = ", ".join(f'f."{n}"' for n, _ in FILE_COLUMNS)
-            if files:
-                src = f"read_parquet({_sql_list(files)})"
-            else:
-                src = f"({_empty_select(FILE_COLUMNS)})"
-            con.execute(f"""
-                create temp table m as
-                select p.position, {cols} from {src} f join pos p on f.layer = p.layer""")
-            con.execute("""
-                create temp table top as
-                select * from m where whiteout <> 'opaque'
-                qualify row_number() over (
-                  partition by coalesce(hides, path) order by position desc, idx desc) = 1""")
-            con.execute("""
-                create temp table del as
-                select position, hides as prefix from m where whiteout <> 'none'
-                union all
-                select a.position, a.path from m a join m b
-                  on a.path = b.path and b.position < a.position
-                where a.whiteout = 'none' and a.type <> 'dir' and b.type = 'dir'""")
-            hidden = "select null::varchar as path where false"
-            if con.execute("select count(*) from del").fetchone()[0]:  # type: ignore[index]
-                con.execute("""
-                    create temp table hidden as
-                    select distinct t.path from (
-                      select path, position, unnest(list_prepend('/', list_transform(
-                        range(2, len(string_split(path, '/'))),
-                        lambda i: array_to_string(string_split(path, '/')[1:i], '/')))) as a
-                      from top where whiteout = 'none' and path <> '/') t
-                    join del d on d.prefix = t.a and d.position > t.position""")
-                hidden = "select path from hidden"
-            con.execute(f"""
-                create temp table visible as
-                select * from top where whiteout = 'none' and path not in ({hidden})""")
-            # hardlinks: bytes come from the newest regular file at the link target at or
-            # below the link's layer (earlier in the same layer), as a real unpack would link.
-            con.execute(f"""
-                create temp table result as
-                select {_sql_str(str(image.id))} as image_id, v.position,
-                       coalesce(h.layer, v.layer) as content_layer,
-                       coalesce(h.offset_data, v.offset_data) as content_offset,
-                       v.* exclude (position, size, sha256),
-                       case when v.type = 'hardlink' then coalesce(h.size, 0) else v.size end as size,
-                       case when v.type = 'hardlink' then h.sha256 else v.sha256 end as sha256
-                from visible v
-                left join lateral (
-                  select t.layer, t.offset_data, t.size, t.sha256 from m t
-                  where v.type = 'hardlink' and t.path = v.linkname and t.type = 'file'
-                    and (t.position < v.position or (t.position = v.position and t.idx < v.idx))
-                  order by t.position desc, t.idx desc limit 1) h on true""")
-            n = con.execute("select count(*) from result").fetchone()[0]  # type: ignore[index]
-            order = ", ".join(f'"{c}"' for c, _ in FS_EXTRA + FILE_COLUMNS)
-            con.execute(f"copy (select {order} from result order by path) to "
-                        f"{_sql_str(out_path)} (format parquet, compression zstd, "
-                        f"row_group_size {FS_ROW_GROUP})")
-            return int(n)
+            for image, out_path in items:
+                con.execute(self._fs_query(image, out_path))
         except duckdb.Error as e:
-            raise CatalogError(f"computing the merged view of {image.id}: {e}") from e
+            raise CatalogError(f"computing a merged view: {e}") from e
         finally:
             con.close()
+
+    def _fs_query(self, image: Image, out_path: str) -> str:
+        """The merged view of one image (OCI image-spec layer.md), as one COPY statement:
+        - ``top``: per path, the entry of the highest layer (a whiteout counts as an entry at
+          the path it hides; within a layer the later member wins);
+        - ``del``: what hides lower subtrees: whiteouts (the path and below), opaque markers
+          (below their directory), and non-directories over a lower directory;
+        - an entry is hidden when a deleter at a higher position names one of its ancestors
+          (hash join on the ancestor list, never a rows x whiteouts scan);
+        - a hardlink's bytes are the newest regular file at its target at or below the link
+          (earlier in the same layer), as a real unpack would link it."""
+        positions = ", ".join(f"({i}, {_sql_str(str(l.diff_id))})" for i, l in enumerate(image.layers))
+        files = sorted({self.files_path(l.diff_id) for l in image.layers})
+        cols = ", ".join(f'f."{n}"' for n, _ in FILE_COLUMNS)
+        src = f"read_parquet({_sql_list(files)})" if files else f"({_empty_select(FILE_COLUMNS)})"
+        pos = (f"(values {positions}) as p(position, layer)" if positions
+               else "(select 0 as position, '' as layer where false) as p")
+        order = ", ".join(f'"{c}"' for c, _ in FS_EXTRA + FILE_COLUMNS)
+        return f"""
+        copy (
+          with m as materialized (
+            select p.position, {cols} from {src} f join {pos} on f.layer = p.layer),
+          top as (
+            select * from m where whiteout <> 'opaque'
+            qualify row_number() over (
+              partition by coalesce(hides, path) order by position desc, idx desc) = 1),
+          del as materialized (
+            select position, hides as prefix from m where whiteout <> 'none'
+            union all
+            select a.position, a.path from m a join m b
+              on a.path = b.path and b.position < a.position
+            where a.whiteout = 'none' and a.type <> 'dir' and b.type = 'dir'),
+          hidden as (
+            select distinct t.path from (
+              select path, position, unnest(list_prepend('/', list_transform(
+                range(2, len(string_split(path, '/'))),
+                lambda i: array_to_string(string_split(path, '/')[1:i], '/')))) as a
+              from top where whiteout = 'none' and path <> '/'
+                and exists (select 1 from del)) t
+            join del d on d.prefix = t.a and d.position > t.position),
+          visible as (
+            select * from top where whiteout = 'none' and path not in (select path from hidden)),
+          links as (
+            select v.path, t.layer, t.offset_data, t.size, t.sha256
+            from visible v join m t on t.path = v.linkname and t.type = 'file'
+              and (t.position < v.position or (t.position = v.position and t.idx < v.idx))
+            where v.type = 'hardlink'
+            qualify row_number() over (
+              partition by v.path order by t.position desc, t.idx desc) = 1)
+          select {order} from (
+          select {_sql_str(str(image.id))} as image_id, v.position,
+                 coalesce(h.layer, v.layer) as content_layer,
+                 coalesce(h.offset_data, v.offset_data) as content_offset,
+                 v.* exclude (position, size, sha256),
+                 case when v.type = 'hardlink' then coalesce(h.size, 0) else v.size end as size,
+                 case when v.type = 'hardlink' then h.sha256 else v.sha256 end as sha256
+          from visible v left join links h on h.path = v.path)
+          order by path
+        ) to {_sql_str(out_path)} (format parquet, compression zstd,
+                                   row_group_size {FS_ROW_GROUP})"""
 
     def commit_archive(self, images: Sequence[Image], layers: Sequence[LayerRecord],
                        blobs: Sequence[BlobRecord], layer_sizes: dict[str, tuple[int, int]],

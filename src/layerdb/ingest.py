@@ -401,15 +401,11 @@ def _commit(path: str, cat: Catalog, store: BlobStore, images: list[Image],
         os.replace(r.parquet_tmp, cat.files_path(d))
     # 2. the merged view of every new image
     fs_tmp: dict[str, str] = {}
-    new_images = [i for i in images if str(i.id) not in known_images]
-    seen: set[str] = set()
-    for img in new_images:
-        if str(img.id) in seen:
-            continue
-        seen.add(str(img.id))
-        out = os.path.join(staging, img.id.hex + ".fs.parquet")
-        cat.materialize_fs(img, out)
-        fs_tmp[str(img.id)] = out
+    for img in images:
+        if str(img.id) not in known_images and str(img.id) not in fs_tmp:
+            fs_tmp[str(img.id)] = os.path.join(staging, img.id.hex + ".fs.parquet")
+    by_id = {str(i.id): i for i in images}
+    cat.materialize_fs([(by_id[i], out) for i, out in fs_tmp.items()])
     for image_id, tmp in fs_tmp.items():
         os.replace(tmp, cat.fs_path(image_id))
     # 3. one transaction records it all
