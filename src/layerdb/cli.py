@@ -11,32 +11,8 @@ from typing import Any, Callable, Optional
 
 import click
 
+from .cli_options import CONTEXT, _catalog_option, _format_option, _params_option, _render
 from .errors import LayerdbError
-
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
-def _catalog_option(f: Callable) -> Callable:
-    return click.option(
-        "--catalog", "catalog", metavar="DIR", envvar="LAYERDB_HOME", default=None,
-        help="Catalog directory (default: $LAYERDB_HOME, else $XDG_DATA_HOME/layerdb, "
-             "else ~/.local/share/layerdb).")(f)
-
-
-def _format_option(f: Callable) -> Callable:
-    return click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]),
-                        default="table", show_default=True, help="Output format.")(f)
-
-
-def _params_option(f: Callable) -> Callable:
-    return click.option("-p", "--param", "params", type=(str, str), multiple=True,
-                        metavar="NAME VALUE", help="Bind :NAME (or $NAME) to VALUE. Repeatable.")(f)
-
-
-def _render(columns: list[str], rows: list, fmt: str) -> None:
-    from .output import render
-
-    render(columns, rows, fmt, sys.stdout)
 
 
 @click.group(context_settings=CONTEXT)
@@ -270,6 +246,13 @@ def extract(path: Optional[str], entrypoint: bool, image: Optional[str], platfor
     if output not in (None, "-"):
         click.echo(f"{res.image.name}:{res.path} -> {res.output} ({res.files} file(s), "
                    f"{res.bytes} bytes)", err=True)
+
+
+from .report_commands import check, diff, report  # noqa: E402
+
+cli.add_command(report)
+cli.add_command(check)
+cli.add_command(diff)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

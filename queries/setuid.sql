@@ -1,0 +1,28 @@
+-- Setuid and setgid files (and hardlinks to them) in each image.
+-- Over each image's merged filesystem; -p hidden 1 adds the members upper layers shadow or
+-- delete (status hidden: still shipped in the image, so still readable by anyone who has it).
+-- mode: octal permission bits; position: the layer that provides the entry (0 = base).
+-- Example: layerdb report setuid --image myapp:latest -p hidden 1
+-- @param image null
+-- @param hidden 0
+with visible as (
+  select v.image, v.image_id, v.position, v.idx, v.layer, v.path, v.name, v.type, v.size, v.mode,
+         v.uid, v.gid, v.uname, v.gname, v.linkname, v.sha256, v.xattrs, 'visible' as status
+  from fs v
+  where (:image is null or v.image_id = :image)
+    and v.type in ('file', 'hardlink') and (v.mode & 3072) <> 0
+),
+hidden as (  -- members of the image's layers that upper layers shadow or delete
+  select il.image, il.image_id, il.position, v.idx, v.layer, v.path, v.name, v.type, v.size,
+         v.mode, v.uid, v.gid, v.uname, v.gname, v.linkname, v.sha256, v.xattrs,
+         'hidden' as status
+  from image_layers il join files v on v.layer = il.diff_id
+  where :hidden::boolean and (:image is null or il.image_id = :image) and v.whiteout = 'none'
+    and v.type in ('file', 'hardlink') and (v.mode & 3072) <> 0
+    and not exists (select 1 from visible s where s.image_id = il.image_id
+                    and s.position = il.position and s.idx = v.idx)
+),
+hits as (select * from visible union all select * from hidden)
+select image, path, type, printf('%04o', mode) as mode, (mode & 2048) <> 0 as setuid,
+       (mode & 1024) <> 0 as setgid, uid, gid, uname, gname, size, position, status
+from hits order by image, path, position

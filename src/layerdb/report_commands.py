@@ -1,0 +1,158 @@
+"""The ``report``, ``check`` and ``diff`` commands: parse, one library call (``reports``),
+render. Registered on the ``layerdb`` group by ``cli.py``; duckdb loads only when they run."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .cli_options import CONTEXT, _catalog_option, _format_option, _params_option, _render
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("name", required=False)
+@click.option("--list", "list_", is_flag=True, help="List the reports with their summaries.")
+@click.option("--describe", is_flag=True,
+              help="Print the report's full help and its parameters instead of running it.")
+@click.option("--sql", "show_sql", is_flag=True,
+              help="Print the report's SQL with the parameters written in, ready for "
+                   "`layerdb sql`, instead of running it.")
+@click.option("--image", default=None, metavar="REF",
+              help="Only this image (ref, id or config digest); binds :image. Default: every "
+                   "image.")
+@click.option("--platform", default=None, help="os/arch[/variant] when REF names several.")
+@_params_option
+@_format_option
+@_catalog_option
+def report(name: str | None, list_: bool, describe: bool, show_sql: bool,
+           image: str | None, platform: str | None, params: tuple, fmt: str,
+           catalog: str | None) -> None:
+    """Run the named report NAME (queries/NAME.sql) over every ingested image, or list them.
+
+    Each report is one SQL file: its leading comment is its help (--describe), its
+    parameters are -p NAME VALUE (null for none), and --image REF limits it to one image.
+    The same SQL runs under `layerdb sql` (--sql prints it with the values filled in).
+
+    \b
+    Examples:
+      layerdb report --list
+      layerdb report efficiency --image myapp:latest --format json
+      layerdb report secrets -p hidden 1
+      layerdb report largest-files --image myapp:latest -p limit 10
+      layerdb sql "$(layerdb report setuid --sql -p hidden 1)"
+    """
+    from . import reports
+
+    if list_ or not name:
+        if name:
+            raise click.UsageError("give a report NAME or --list, not both")
+        _render(*reports.summaries(reports.list_reports()), fmt)
+        return
+    given = dict(params)
+    if describe:
+        click.echo(reports.describe(reports.get_report(name)))
+        return
+    if show_sql:
+        click.echo(reports.inline_sql(name, given, image=image, catalog_root=catalog,
+                                      platform=platform), nl=False)
+        return
+    cols, rows = reports.run_report(name, given, image=image, catalog_root=catalog,
+                                    platform=platform)
+    _render(cols, rows, fmt)
+
+
+@click.command(context_settings=CONTEXT)
+@click.option("--image", default=None, metavar="REF",
+              help="The image to judge (ref, id or config digest). Default: every image.")
+@click.option("--platform", default=None, help="os/arch[/variant] when REF names several.")
+@click.option("--lowest-efficiency", metavar="RATIO", default=None,
+              help="Fail below this efficiency (default 0.9; 'disabled' to skip).")
+@click.option("--highest-wasted-bytes", metavar="SIZE", default=None,
+              help="Fail above this many wasted bytes, e.g. 20MB or 512KiB (default: disabled).")
+@click.option("--highest-user-wasted-percent", metavar="RATIO", default=None,
+              help="Fail when wasted bytes / user bytes (all layers but the base) exceed this "
+                   "ratio (default 0.1; 'disabled' to skip).")
+@click.option("--ci-config", metavar="FILE", default=None,
+              help="dive's .dive-ci YAML (rules: lowest-efficiency, highest-wasted-bytes, "
+                   "highest-user-wasted-percent). Default: ./.dive-ci when it exists. "
+                   "Options given here override it.")
+@click.option("--dive", "dive_figures", is_flag=True,
+              help="Judge dive's own figures (efficiency_dive, wasted_bytes_dive, ...), to get "
+                   "the verdict `dive --ci` gives, instead of layerdb's.")
+@_format_option
+@_catalog_option
+def check(image: str | None, platform: str | None, lowest_efficiency: str | None,
+          highest_wasted_bytes: str | None, highest_user_wasted_percent: str | None,
+          ci_config: str | None, dive_figures: bool, fmt: str, catalog: str | None) -> None:
+    """Judge image efficiency by dive's CI rules; exit 1 when a rule fails.
+
+    Figures are the `efficiency` report's: efficiency (dive's score, opaque directories
+    counted), wasted_bytes (what upper layers shadow or delete) and wasted_user_percent
+    (wasted / user bytes); --dive uses dive's own figures instead. Prints PASS, FAIL or SKIP
+    per rule and image; exit status 0 when nothing failed, 1 when a rule failed.
+
+    \b
+    Examples:
+      layerdb check --image myapp:latest
+      layerdb check --image myapp:latest --lowest-efficiency 0.95 --highest-wasted-bytes 20MB
+      layerdb check --ci-config .dive-ci --format json
+    """
+    from . import reports
+
+    rules = reports.load_rules(ci_config, {
+        "lowest-efficiency": lowest_efficiency,
+        "highest-wasted-bytes": highest_wasted_bytes,
+        "highest-user-wasted-percent": highest_user_wasted_percent})
+    if rules.source != "defaults":
+        click.echo(f"using CI config: {rules.source}", err=True)
+    summaries, results = reports.check_images(image, rules, dive=dive_figures,
+                                              catalog_root=catalog, platform=platform)
+    failed = sum(r.status == "FAIL" for r in results)
+    if fmt != "table":
+        cols = ["image", "image_id", "rule", "status", "value", "threshold", "message"]
+        _render(cols, [tuple(getattr(r, c) for c in cols) for r in results], fmt)
+    else:
+        sfx = "_dive" if dive_figures else ""
+        for s in summaries:
+            pct = s["wasted_user_percent" + sfx]
+            click.echo(f"{s['image']} ({s['image_id'][:19]}): efficiency "
+                       f"{s['efficiency' + sfx]:.4f}, wasted {s['wasted_bytes' + sfx]} bytes, "
+                       f"user wasted {'inf' if pct is None else f'{pct * 100:.2f}'} %"
+                       f"{' (dive figures)' if dive_figures else ''}")
+            for r in results:
+                if r.image_id == s["image_id"]:
+                    click.echo(f"  {r.status}: {r.rule}: {r.message}")
+        count = {k: sum(r.status == k for r in results) for k in ("PASS", "FAIL", "SKIP")}
+        click.echo(f"Result: {'FAIL' if failed else 'PASS'} [total:{len(results)}] "
+                   f"[passed:{count['PASS']}] [failed:{count['FAIL']}] "
+                   f"[skipped:{count['SKIP']}]")
+    if failed:
+        sys.exit(1)
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("image_a")
+@click.argument("image_b")
+@click.option("--platform", default=None, help="os/arch[/variant] when a ref names several.")
+@_format_option
+@_catalog_option
+def diff(image_a: str, image_b: str, platform: str | None, fmt: str,
+         catalog: str | None) -> None:
+    """Compare the merged filesystems of IMAGE_A and IMAGE_B.
+
+    One row per path added (only in B), removed (only in A) or changed (type, content, mode,
+    owner or link target), with both sizes and the difference; a summary goes to stderr.
+
+    \b
+    Examples:
+      layerdb diff myapp:1 myapp:2
+      layerdb diff myapp:1 myapp:2 --format json > changes.json
+    """
+    from .output import human_bytes
+    from .reports import diff_images
+
+    d = diff_images(image_a, image_b, catalog_root=catalog, platform=platform)
+    _render(d.columns, d.rows, fmt)
+    parts = [f"{n} {k} ({'+' if b > 0 else '-' if b < 0 else ''}{human_bytes(abs(b))})"
+             for k, (n, b) in d.totals.items()]
+    click.echo(f"{d.a} -> {d.b}: {', '.join(parts)}", err=True)
