@@ -35,9 +35,10 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Iterable, Union
+from typing import IO, Union
 
 import zstandard
 from isal import isal_zlib

@@ -47,9 +47,9 @@ import stat
 import sys
 import tarfile
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import zstandard
 from isal import isal_zlib
@@ -125,9 +125,9 @@ class Entry:
     gen: tuple | None = None  # ("concat", [paths], size) for the big layer's large file
     linkname: str = ""
     track: str | None = None  # record offset/sha256 of this member in the layer result
-    target: "Entry | None" = None  # hardlink: the entry (same layer) it points to
+    target: Entry | None = None  # hardlink: the entry (same layer) it points to
 
-    def open(self) -> "ContentReader":
+    def open(self) -> ContentReader:
         return ContentReader(self)
 
 
@@ -152,7 +152,7 @@ class ContentReader:
                 while remaining > 0:
                     b = f.read(min(CHUNK, remaining))
                     if not b:
-                        raise IOError(f"{e.src} shrank while reading")
+                        raise OSError(f"{e.src} shrank while reading")
                     remaining -= len(b)
                     yield b
             if e.trailer:

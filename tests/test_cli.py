@@ -11,9 +11,9 @@ import subprocess
 import sys
 
 import duckdb
+import imagefactory as f
 import pytest
 
-import imagefactory as f
 from layerdb.cli import cli
 
 README = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -37,7 +38,7 @@ def cli() -> None:
               help="Worker processes that read layers in parallel (default: number of cores).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary.")
 @_catalog_option
-def ingest(paths: tuple[str, ...], jobs: Optional[int], quiet: bool, catalog: Optional[str]) -> None:
+def ingest(paths: tuple[str, ...], jobs: int | None, quiet: bool, catalog: str | None) -> None:
     """Ingest image archives and OCI layouts into the catalog.
 
     PATHS are docker/podman/skopeo archives (legacy or Docker >= 25 layout), kaniko tarballs,
@@ -77,8 +78,7 @@ def ingest(paths: tuple[str, ...], jobs: Optional[int], quiet: bool, catalog: Op
 
 
 def _progress_bar() -> tuple[Callable[[dict], None], Callable[[], None]]:
-    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
-                               TimeRemainingColumn, TransferSpeedColumn)
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
     bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                    TransferSpeedColumn(), TimeRemainingColumn(), transient=True,
@@ -100,7 +100,7 @@ def _progress_bar() -> tuple[Callable[[dict], None], Callable[[], None]]:
 @cli.command(context_settings=CONTEXT)
 @_format_option
 @_catalog_option
-def images(fmt: str, catalog: Optional[str]) -> None:
+def images(fmt: str, catalog: str | None) -> None:
     """List ingested images.
 
     \b
@@ -125,7 +125,7 @@ def images(fmt: str, catalog: Optional[str]) -> None:
 @click.option("--platform", default=None, help="os/arch[/variant] when IMAGE names several.")
 @_format_option
 @_catalog_option
-def layers(image: str, platform: Optional[str], fmt: str, catalog: Optional[str]) -> None:
+def layers(image: str, platform: str | None, fmt: str, catalog: str | None) -> None:
     """List the layers of IMAGE (a ref, image id or config digest), base first.
 
     \b
@@ -151,7 +151,7 @@ def layers(image: str, platform: Optional[str], fmt: str, catalog: Optional[str]
 @click.option("-o", "--output", default=None, metavar="FILE",
               help="Write the result to FILE instead (.parquet, .csv or .json by suffix).")
 @_catalog_option
-def sql(query: str, params: tuple, fmt: str, output: Optional[str], catalog: Optional[str]) -> None:
+def sql(query: str, params: tuple, fmt: str, output: str | None, catalog: str | None) -> None:
     """Run a DuckDB SQL QUERY (or - to read it from stdin) over the catalog.
 
     Tables and views: images, image_layers, layers, files (every tar member of every layer)
@@ -218,8 +218,8 @@ def _write_result(cat: Any, query: str, bound: dict[str, Any], output: str) -> N
               help="Where to write (default: stdout; a directory goes out as a tar stream).")
 @click.option("--keep-setuid", is_flag=True, help="Keep setuid/setgid bits (dropped by default).")
 @_catalog_option
-def extract(path: Optional[str], entrypoint: bool, image: Optional[str], platform: Optional[str],
-            output: Optional[str], keep_setuid: bool, catalog: Optional[str]) -> None:
+def extract(path: str | None, entrypoint: bool, image: str | None, platform: str | None,
+            output: str | None, keep_setuid: bool, catalog: str | None) -> None:
     """Extract a file or directory from an image's merged filesystem.
 
     Symlinks are followed inside the image, hardlinks give their target's bytes, every file is
@@ -255,7 +255,7 @@ cli.add_command(check)
 cli.add_command(diff)
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the click group; turns every ``LayerdbError`` into one line."""
     try:
         cli.main(args=argv, prog_name="layerdb", standalone_mode=False)

@@ -4,7 +4,8 @@ whose layers carry a ``FileSegment`` that opens the raw (maybe compressed) blob 
 """
 from __future__ import annotations
 
-from typing import Iterator, Protocol
+from collections.abc import Iterator
+from typing import Protocol
 
 from ..model import Image
 
