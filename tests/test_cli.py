@@ -79,3 +79,23 @@ def test_version_and_empty_catalog(tmp_path):
     r = _run("images", "--format", "json", home=tmp_path / "none")
     assert r.returncode == 0 and json.loads(r.stdout) == []
     assert not (tmp_path / "none").exists()  # reading never creates a catalog
+
+
+def test_sql_takes_colon_parameters_and_null(home):
+    r = _run("sql", "select count(*) as n from fs where image = :img and (:min is null or size >= :min)",
+             "-p", "img", "sample:1", "-p", "min", "null", "--format", "csv", home=home)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["n", "15"]
+
+
+def test_catalog_of_another_format_is_refused(tmp_path):
+    f.write_oci_archive(tmp_path / "s.tar", [f.sample_image(tags=("sample:1",))])
+    h = tmp_path / "home"
+    assert _run("ingest", "-q", str(tmp_path / "s.tar"), home=h).returncode == 0
+    con = duckdb.connect(str(h / "catalog.duckdb"))
+    con.execute("update catalog_format set version = 99")
+    con.close()
+    for args in (["images"], ["ingest", "-q", str(tmp_path / "s.tar")]):
+        r = _run(*args, home=h)
+        assert r.returncode == 1 and r.stderr.count("\n") == 1
+        assert "has format 99, this layerdb reads format 1" in r.stderr

@@ -60,7 +60,10 @@ create table if not exists layer_blobs (
   digest varchar primary key, diff_id varchar, media_type varchar, size bigint
 );
 create sequence if not exists ingest_seq;
+create table if not exists catalog_format (version integer);
+insert into catalog_format select 1 where not exists (select 1 from catalog_format);
 """
+FORMAT_VERSION = 1  # bump when tables or Parquet columns change incompatibly
 
 _VIEWS = """
 create or replace temp view images as
@@ -166,15 +169,35 @@ class Catalog:
                     os.makedirs(d, exist_ok=True)
             self.con = self._connect(db, writable, lock_timeout)
             if writable:
+                if self._has_table("image_meta") and not self._has_table("catalog_format"):
+                    self._check_format(db)  # an older layerdb's catalog: refuse, do not mix
                 self.con.execute("begin transaction;" + _TABLES + "commit;")
-            elif not self.con.execute(
-                    "select 1 from information_schema.tables where table_name = 'layer_blobs'"
-            ).fetchall():
+            elif self._has_table("image_meta") and not self._has_table("catalog_format"):
+                self._check_format(db)  # an older layerdb's catalog
+            elif not self._has_table("catalog_format"):
                 # a first ingest was killed before its schema committed: an empty catalog
                 self.con.close()
                 self.con = duckdb.connect(":memory:")
                 self.con.execute(_TABLES)
-        self._define_views()
+        try:
+            self._check_format(db)
+            self._define_views()
+        except duckdb.Error as e:
+            self.con.close()
+            raise CatalogError(f"cannot read catalog {self.root}: {str(e).splitlines()[0]}") from e
+
+    def _has_table(self, name: str) -> bool:
+        return bool(self.con.execute(
+            "select 1 from information_schema.tables where table_name = ?", [name]).fetchall())
+
+    def _check_format(self, db: str) -> None:
+        version = self.con.execute("select max(version) from catalog_format").fetchall()[0][0] \
+            if self._has_table("catalog_format") else 0
+        if version != FORMAT_VERSION:
+            self.con.close()
+            raise CatalogError(
+                f"catalog {self.root} has format {version or 'unknown'}, this layerdb reads "
+                f"format {FORMAT_VERSION}: ingest into a new --catalog directory")
 
     @staticmethod
     def _connect(db: str, writable: bool, lock_timeout: float) -> duckdb.DuckDBPyConnection:

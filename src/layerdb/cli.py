@@ -160,7 +160,7 @@ def sql(query: str, params: tuple, fmt: str, output: str | None, catalog: str | 
     \b
     Examples:
       layerdb sql "select image, path, size from fs where path like '%/app'"
-      layerdb sql "select * from fs where image = \\$img and size > 1e6" -p img myapp:latest
+      layerdb sql "select path, size from fs where image = :img and size > 1e6" -p img myapp:latest
       layerdb sql "select * from files" -o files.parquet
     """
     from .catalog import Catalog
@@ -168,6 +168,10 @@ def sql(query: str, params: tuple, fmt: str, output: str | None, catalog: str | 
     if query == "-":
         query = sys.stdin.read()
     bound = _bind(query, dict(params))
+    if bound:  # reports write parameters as :name; DuckDB wants $name
+        from .reports import to_duckdb
+
+        query = to_duckdb(query)
     with Catalog(catalog) as cat:
         if output:
             _write_result(cat, query, bound, output)
@@ -177,17 +181,10 @@ def sql(query: str, params: tuple, fmt: str, output: str | None, catalog: str | 
 
 
 def _bind(query: str, params: dict[str, str]) -> dict[str, Any]:
-    """Values for $name / :name parameters; numbers stay numbers."""
-    out: dict[str, Any] = {}
-    for k, v in params.items():
-        try:
-            out[k] = int(v)
-        except ValueError:
-            try:
-                out[k] = float(v)
-            except ValueError:
-                out[k] = v
-    return out
+    """Values for $name / :name parameters: numbers stay numbers, ``null`` is NULL."""
+    from .reports import _value
+
+    return {k: _value(v) for k, v in params.items()}
 
 
 def _write_result(cat: Any, query: str, bound: dict[str, Any], output: str) -> None:
@@ -282,6 +279,12 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"layerdb: error: {e.filename + ': ' if e.filename else ''}{e.strerror or e}",
                    err=True)
         sys.exit(1)
+    except Exception as e:  # a bug: still one line, unless asked for the traceback
+        if os.environ.get("LAYERDB_DEBUG"):
+            raise
+        click.echo(f"layerdb: internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                   " (set LAYERDB_DEBUG=1 for a traceback)", err=True)
+        sys.exit(3)
     sys.exit(0)
 
 
