@@ -152,7 +152,8 @@ class Catalog:
     creates it if needed. Each connection defines the views of docs/catalog.md."""
 
     def __init__(self, root: str | None = None, writable: bool = False,
-                 lock_timeout: float = 30.0) -> None:
+                 lock_timeout: float = 30.0, views: bool = True) -> None:
+        self.views = views  # define the query views (ingest's writes need none)
         self.root = os.path.abspath(root or default_root())
         self.writable = writable
         self.files_dir = os.path.join(self.root, "files")
@@ -181,7 +182,8 @@ class Catalog:
                 self.con.execute(_TABLES)
         try:
             self._check_format(db)
-            self._define_views()
+            if views:
+                self._define_views()
         except duckdb.Error as e:
             self.con.close()
             raise CatalogError(f"cannot read catalog {self.root}: {str(e).splitlines()[0]}") from e
@@ -286,6 +288,17 @@ class Catalog:
         rows = self.con.execute(
             "select diff_id from layer_meta where list_contains(?, diff_id)", [ids]).fetchall()
         return {r[0] for r in rows}
+
+    def refs_of(self, ids: Iterable[Digest]) -> dict[str, set[str]]:
+        """The refs each of these images holds now."""
+        want = [str(i) for i in ids]
+        out: dict[str, set[str]] = {i: set() for i in want}
+        if want:
+            for image_id, ref in self.con.execute(
+                    "select image_id, ref from image_refs where list_contains(?, image_id)",
+                    [want]).fetchall():
+                out[image_id].add(ref)
+        return out
 
     def known_blobs(self, digests: Iterable[Digest]) -> set[str]:
         ids = [str(i) for i in digests]
@@ -476,7 +489,8 @@ class Catalog:
             except duckdb.Error:
                 pass
             raise CatalogError(f"recording {source}: {e}") from e
-        self._define_views()
+        if self.views:
+            self._define_views()
 
     def _insert_image(self, img: Image, layer_sizes: dict[str, tuple[int, int]], source: str) -> None:
         con = self.con

@@ -25,7 +25,7 @@ from .catalog import BlobRecord, Catalog, LayerRecord
 from .compression import open_decompressed
 from .digest import Digest, HashingReader
 from .errors import CorruptLayer, LayerdbError, SourceError
-from .model import LAYER_TYPES, FileSegment, Image, LayerRef
+from .model import LAYER_TYPES, FileSegment, Image, LayerRef, familiar_ref
 from .sources import open_source
 from .store import BlobStore, LayerWriter
 
@@ -229,7 +229,7 @@ def ingest(paths: Iterable[str], catalog_root: str | None = None, jobs: int | No
     jobs = jobs or os.cpu_count() or 1
     emit = progress or (lambda ev: None)
     results: list[ArchiveResult] = []
-    with Catalog(catalog_root, writable=True) as cat:
+    with Catalog(catalog_root, writable=True, views=False) as cat:
         cat.con.close()  # the catalog file stays unlocked while layers are read
         _clean_stale(cat.tmp_dir)
         run_tmp = tempfile.mkdtemp(dir=cat.tmp_dir, prefix=f"ingest-{os.getpid()}-")
@@ -286,6 +286,7 @@ def _run_plans(plans: list[_Plan], cat: Catalog, store: BlobStore, run_tmp: str,
         known_layers = {d for d in cat.known_layers(Digest(d) for d in layers)
                         if store.has(Digest(d))}
         known_blobs = cat.known_blobs(l.digest for l in layers.values() if l.digest)
+        known_refs = cat.refs_of(ids)
     staging = tempfile.mkdtemp(dir=run_tmp)
     reads: dict[str, cf.Future] = {}  # diff_id -> the read the plans share
     owner: dict[cf.Future, LayerRef] = {}
@@ -311,6 +312,9 @@ def _run_plans(plans: list[_Plan], cat: Catalog, store: BlobStore, run_tmp: str,
     pending = {f for p in plans for f in p.waits.values()}
     for plan in plans:
         if not plan.waits:
+            if _nothing_new(plan, known_images, known_blobs, known_refs):
+                plan.done = True  # a re-ingest: every image, blob and ref is recorded already
+                continue
             _finish(plan, cat, store, committed, known_images, known_blobs, emit)
     while pending:
         finished, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
@@ -343,6 +347,18 @@ def _run_plans(plans: list[_Plan], cat: Catalog, store: BlobStore, run_tmp: str,
                 continue
             if all(f.done() for f in plan.waits.values()):
                 _finish(plan, cat, store, committed, known_images, known_blobs, emit)
+
+
+def _nothing_new(plan: _Plan, known_images: set[str], known_blobs: set[str],
+                 known_refs: dict[str, set[str]]) -> bool:
+    for img in plan.images:
+        if str(img.id) not in known_images:
+            return False
+        if any(l.digest is not None and str(l.digest) not in known_blobs for l in img.layers):
+            return False
+        if {familiar_ref(r) for r in img.refs} - known_refs.get(str(img.id), set()):
+            return False
+    return True
 
 
 def _as_error(path: str, e: BaseException | None) -> LayerdbError:
@@ -382,7 +398,6 @@ class _reopen:
     def __enter__(self) -> Catalog:
         db = os.path.join(self.cat.root, "catalog.duckdb")
         self.cat.con = Catalog._connect(db, True, 60.0)
-        self.cat._define_views()
         return self.cat
 
     def __exit__(self, *exc: object) -> None:

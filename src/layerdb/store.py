@@ -206,21 +206,39 @@ class StoredLayer:
 
     def iter_range(self, offset: int, size: int) -> Iterator[bytes]:
         """Yield the bytes ``[offset, offset+size)`` of the uncompressed tar, frame by frame.
-        Only the frames that overlap the range are read and decoded."""
+        Only the frames that overlap the range are read and decoded. A range of more than a
+        few frames is decoded one frame ahead on a helper thread (zstd releases the GIL), so
+        the caller's hashing and writing overlap with decoding."""
         if size <= 0:
             return
         if offset < 0 or offset + size > self.size:
             raise StoreError(
                 f"cached layer {self.diff_id}: range {offset}+{size} is past its end {self.size}")
         i = bisect.bisect_right(self._dec_off, offset) - 1
+        last = bisect.bisect_right(self._dec_off, offset + size - 1) - 1
+        frames: Iterator[bytes]
+        if last - i >= 3:
+            frames = self._frames_ahead(i, last)
+        else:
+            frames = (self._frame(k) for k in range(i, last + 1))
         pos, end = offset, offset + size
-        while pos < end:
-            frame = self._frame(i)
+        for frame in frames:
             base = self._dec_off[i]
             lo, hi = pos - base, min(end - base, len(frame))
             yield frame[lo:hi] if (lo or hi != len(frame)) else frame
             pos = base + hi
             i += 1
+
+    def _frames_ahead(self, first: int, last: int) -> Iterator[bytes]:
+        """Frames ``first..last`` in order, each decoded while the previous one is used."""
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending: deque[Future] = deque()
+            k = first
+            while k <= last or pending:
+                while k <= last and len(pending) < 2:
+                    pending.append(pool.submit(self._frame, k))
+                    k += 1
+                yield pending.popleft().result()
 
     def read_at(self, offset: int, size: int) -> bytes:
         return b"".join(self.iter_range(offset, size))
