@@ -204,3 +204,36 @@ def test_property_ingest_then_extract_identical_bytes(tmp_path_factory, files, c
     cat = _ingest(tmp / "cat", tmp / "p.tar")
     for p, d in files.items():
         assert _bytes(cat, "/" + p) == d
+
+
+def test_fast_path_needs_no_duckdb_and_falls_back(tmp_path):
+    """extract with --image reads lookup.sqlite (no duckdb import); without the index, or
+    with an index that lags the catalog, it gives the same bytes through the catalog."""
+    import subprocess
+    import sys
+
+    spec = f.ImageSpec([f.Layer([f.directory("d"), f.file("d/x", b"payload"),
+                                 f.symlink("l", "d/x")])], tags=("fast:1",))
+    f.write_oci_archive(tmp_path / "a.tar", [spec])
+    cat = _ingest(tmp_path / "cat", tmp_path / "a.tar")
+    assert (tmp_path / "cat" / "lookup.sqlite").exists()
+    code = ("import io, sys; from layerdb.extract import extract; o = io.BytesIO(); "
+            f"extract(path='/l', image='fast:1', catalog_root={cat!r}, stdout=o); "
+            "print(o.getvalue().decode(), 'duckdb' in sys.modules, 'pyarrow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["payload", "False", "False"]
+    # an index that lags the catalog (as after a kill between the two commits)
+    index = tmp_path / "cat" / "lookup.sqlite"
+    stale = index.read_bytes()
+    spec2 = f.ImageSpec([f.Layer([f.file("y", b"second")])], tags=("later:1",))
+    f.write_oci_archive(tmp_path / "b.tar", [spec2])
+    _ingest(tmp_path / "cat", tmp_path / "b.tar")
+    for p in tmp_path.joinpath("cat").glob("lookup.sqlite*"):
+        p.unlink()
+    index.write_bytes(stale)
+    assert _bytes(cat, "/y", image="later:1") == b"second"
+    index.unlink()
+    assert _bytes(cat, "/d/x", image="fast:1") == b"payload"
+    out_dir = tmp_path / "tree"
+    extract(path="/d", image="fast:1", output=str(out_dir), catalog_root=cat)
+    assert (out_dir / "x").read_bytes() == b"payload"

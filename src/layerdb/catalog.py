@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import duckdb
 
 from .digest import Digest
-from .errors import CatalogError, ImageNotFound
-from .model import Image, Platform, familiar_ref, ref_matches
+from .errors import CatalogError
+from .lookup import FS_COLUMNS as LOOKUP_COLUMNS
+from .lookup import ImageRow, choose_image, default_root, write_index
+from .model import Image, familiar_ref
 
 DB_NAME = "catalog.duckdb"
+LOOKUP_NAME = "lookup.sqlite"
 MATERIALIZE_MEMORY = os.environ.get("LAYERDB_MEMORY", "160MB")
 FS_ROW_GROUP = 16384  # rows per row group of an image's merged view: what a lookup reads
 
@@ -96,14 +99,6 @@ from layer_meta m;
 """
 
 
-def default_root() -> str:
-    """``$LAYERDB_HOME``, else ``$XDG_DATA_HOME/layerdb``, else ``~/.local/share/layerdb``."""
-    if os.environ.get("LAYERDB_HOME"):
-        return os.environ["LAYERDB_HOME"]
-    xdg = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return os.path.join(xdg, "layerdb")
-
-
 def _sql_str(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
@@ -133,18 +128,6 @@ class BlobRecord:
     diff_id: Digest
     media_type: str
     size: int
-
-
-@dataclass(frozen=True)
-class ImageRow:
-    id: str
-    name: str
-    refs: list[str]
-    platform: str
-    entrypoint: list[str]
-    cmd: list[str]
-    working_dir: str
-    env: list[str]
 
 
 class Catalog:
@@ -309,46 +292,15 @@ class Catalog:
         return {r[0] for r in rows}
 
     def resolve_image(self, ref: str | None, platform: str | None = None) -> ImageRow:
-        """Find one image by ref (``repo:tag``; ``repo`` means ``repo:latest``), id or config
-        digest (full or a prefix of at least 4 hex digits). Without ``ref`` the catalog must
-        hold exactly one image (per platform). Raises ``ImageNotFound`` naming candidates."""
-        want = Platform.parse(platform) if platform else None
-        rows = self._image_rows("true", [])
-        if ref:
-            ref = ref.strip()
-            hexpart = ref[7:] if ref.startswith("sha256:") else ref
-            def hit(r: ImageRow, cfg: str) -> bool:
-                if any(ref_matches(ref, x) for x in r.refs):
-                    return True
-                if len(hexpart) >= 4 and all(c in "0123456789abcdef" for c in hexpart):
-                    return r.id[7:].startswith(hexpart) or cfg[7:].startswith(hexpart)
-                return False
-            rows = [(r, cfg) for r, cfg in rows if hit(r, cfg)]
-        if want:
-            rows = [(r, cfg) for r, cfg in rows if Platform.parse(r.platform).matches(want)]
-        found = [r for r, _ in rows]
-        if len(found) > 1 and not want:
-            host = [r for r in found if r.platform.startswith(_host_platform())]
-            if len(host) == 1:
-                found = host
-        if not found:
-            what = f"no image matches {ref!r}" if ref else "the catalog holds no image"
-            if platform:
-                what += f" for platform {platform}"
-            raise ImageNotFound(what)
-        if len(found) > 1:
-            names = ", ".join(f"{r.name} ({r.id[:19]}, {r.platform})" for r in found[:10])
-            raise ImageNotFound(
-                f"{len(found)} images match {ref or 'no --image'}: {names}; name one with --image"
-                + ("" if want else " or --platform"))
-        return found[0]
+        """Find one image by ref, id or config digest (see ``lookup.choose_image``)."""
+        return choose_image(self._image_rows("true", []), ref, platform)
 
-    def _image_rows(self, where: str, params: list) -> list[tuple[ImageRow, str]]:
+    def _image_rows(self, where: str, params: list) -> list[ImageRow]:
         rows = self.con.execute(
             "select id, name, refs, platform, entrypoint, cmd, working_dir, env, config_digest "
             f"from images where {where} order by id", params).fetchall()
-        return [(ImageRow(r[0], r[1], list(r[2] or []), r[3], list(r[4] or []), list(r[5] or []),
-                          r[6] or "", list(r[7] or [])), r[8] or "") for r in rows]
+        return [ImageRow(r[0], r[1], list(r[2] or []), r[3], list(r[4] or []), list(r[5] or []),
+                         r[6] or "", list(r[7] or []), r[8] or "") for r in rows]
 
     def lookup(self, image_id: str, paths: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The fs rows of ``image_id`` for exactly these paths (missing paths absent)."""
@@ -489,8 +441,38 @@ class Catalog:
             except duckdb.Error:
                 pass
             raise CatalogError(f"recording {source}: {e}") from e
+        self._update_lookup([str(i.id) for i in images])
         if self.views:
             self._define_views()
+
+    def _update_lookup(self, image_ids: Sequence[str]) -> None:
+        """Bring ``lookup.sqlite`` (extract's fast path) up to date with what was just
+        committed: every image's refs, and the merged view of those not indexed yet. It runs
+        after the commit, so the index never shows what the catalog does not hold."""
+        import sqlite3
+
+        path = os.path.join(self.root, LOOKUP_NAME)
+        try:
+            done: set[str] = set()
+            if os.path.exists(path):
+                with sqlite3.connect(path) as lc:
+                    try:
+                        done = {r[0] for r in lc.execute("select image from indexed")}
+                    except sqlite3.Error:
+                        done = set()
+            todo = [i for i in dict.fromkeys(image_ids) if i not in done]
+            cols = ", ".join(f'"{c}"' for c in LOOKUP_COLUMNS)
+
+            def rows(image_id: str) -> Iterator[tuple]:
+                cur = self.con.execute(
+                    f"select {cols} from read_parquet({_sql_str(self.fs_path(image_id))})")
+                while batch := cur.fetchmany(20000):
+                    yield from batch
+
+            self.con.execute(_VIEWS)  # ingest's connection may have no views
+            write_index(path, self._image_rows("true", []), ((i, rows(i)) for i in todo))
+        except (sqlite3.Error, duckdb.Error, OSError):
+            pass  # the index is an optimisation: extract falls back to the catalog
 
     def _insert_image(self, img: Image, layer_sizes: dict[str, tuple[int, int]], source: str) -> None:
         con = self.con
@@ -534,11 +516,3 @@ class Catalog:
                                [ref, str(img.id)]).fetchone():
                 con.execute("insert into image_refs values (?, ?, nextval('ingest_seq'))",
                             [ref, str(img.id)])
-
-
-def _host_platform() -> str:
-    import platform as _p
-
-    m = _p.machine().lower()
-    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(m, m)
-    return f"linux/{arch}"

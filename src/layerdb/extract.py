@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from .catalog import Catalog, ImageRow
 from .digest import Digest
 from .errors import DigestMismatch, ImageNotFound, LayerdbError, PathNotFound, UnsafePath
+from .lookup import ImageRow, LookupIndex, default_root
 from .store import BlobStore
 
 MAX_LINKS = 40
@@ -45,7 +45,8 @@ def _split(path: str) -> list[str]:
 class _Resolver:
     """Looks paths up in one image's merged view, following symlinks inside the image."""
 
-    def __init__(self, cat: Catalog, image_id: str) -> None:
+    def __init__(self, cat: Any, image_id: str) -> None:
+        # cat: the Catalog, or the LookupIndex (extract's fast path); both have lookup/subtree
         self.cat = cat
         self.image_id = image_id
         self._cache: dict[str, dict[str, Any] | None] = {}
@@ -109,6 +110,8 @@ class _Resolver:
         return row
 
     def _missing_message(self, asked: str, missing: str) -> str:
+        if not hasattr(self.cat, "query"):  # the fast path: the catalog will say more
+            return f"{asked}: no such file or directory in the image"
         where = self.cat.query(
             "select l.position, f.path from files f join image_layer_rows l on f.layer = l.diff_id "
             "where l.image_id = $img and f.path = $p order by l.position desc limit 1",
@@ -119,7 +122,7 @@ class _Resolver:
         return f"{asked}: no such file or directory in the image"
 
 
-def find_image(cat: Catalog, image: str | None, platform: str | None,
+def find_image(cat: Any, image: str | None, platform: str | None,
                path: str | None) -> ImageRow:
     """``--image`` if given; otherwise the only image, or the only image that has ``path``."""
     if image:
@@ -175,43 +178,65 @@ def extract(path: str | None = None, image: str | None = None, output: str | Non
     path; ``None`` or ``-`` for stdout: a file's bytes, or a tar stream for a directory)."""
     if not path and not entrypoint:
         raise LayerdbError("give --path or --entrypoint")
-    with Catalog(catalog_root) as cat:
-        img = find_image(cat, image, platform, None if entrypoint else path)
-        res = _Resolver(cat, img.id)
-        if entrypoint:
-            path = entrypoint_path(res, img)
-        assert path is not None
-        if not path.startswith("/"):
-            path = posixpath.join(img.working_dir or "/", path)
-        row = res.resolve(path)
-        store = BlobStore(cat.blobs_dir)
-        result = ExtractResult(img, row["path"], row["type"])
-        out = stdout or sys.stdout.buffer
-        if row["type"] == "dir":
-            rows = cat.subtree(img.id, row["path"])
-            if output in (None, "-"):
-                _tar_to(out, rows, row["path"], store, result)
-            else:
-                _write_tree(output, rows, row["path"], store, keep_setuid, result)
-        elif row["type"] in ("file", "hardlink"):
-            if output in (None, "-"):
-                for chunk in _content(store, row):
-                    out.write(chunk)
-                    result.bytes += len(chunk)
-                out.flush()
-                result.files = 1
-            else:
-                dest = output
-                if os.path.isdir(output) or output.endswith("/"):
-                    os.makedirs(output, exist_ok=True)
-                    dest = os.path.join(output, _name(row))
-                result.output = dest
-                _write_file(dest, row, store, keep_setuid, result)
+    root = os.path.abspath(catalog_root or default_root())
+    found = None
+    idx = LookupIndex.open(root) if image else None
+    if idx is not None:  # the fast path: no duckdb at all
+        try:
+            found = _locate(idx, idx.resolve_image(image, platform), path, entrypoint)
+        except LayerdbError:
+            found = None  # not (yet) indexed, or an error the catalog words better
+        finally:
+            idx.close()
+    if found is None:
+        from .catalog import Catalog
+
+        with Catalog(root) as cat:
+            img = find_image(cat, image, platform, None if entrypoint else path)
+            found = _locate(cat, img, path, entrypoint)
+    img, row, rows = found
+    store = BlobStore(os.path.join(root, "blobs"))
+    result = ExtractResult(img, row["path"], row["type"])
+    out = stdout or sys.stdout.buffer
+    if row["type"] == "dir":
+        if output in (None, "-"):
+            _tar_to(out, rows, row["path"], store, result)
         else:
-            raise LayerdbError(f"{path}: is a {row['type']}, not a file or directory")
-        if output not in (None, "-") and result.output == "-":
-            result.output = output
-        return result
+            _write_tree(output, rows, row["path"], store, keep_setuid, result)
+    else:
+        if output in (None, "-"):
+            for chunk in _content(store, row):
+                out.write(chunk)
+                result.bytes += len(chunk)
+            out.flush()
+            result.files = 1
+        else:
+            dest = output
+            if os.path.isdir(output) or output.endswith("/"):
+                os.makedirs(output, exist_ok=True)
+                dest = os.path.join(output, _name(row))
+            result.output = dest
+            _write_file(dest, row, store, keep_setuid, result)
+    if output not in (None, "-") and result.output == "-":
+        result.output = output
+    return result
+
+
+def _locate(cat: Any, img: ImageRow, path: str | None, entrypoint: bool
+            ) -> tuple[ImageRow, dict[str, Any], list[dict[str, Any]]]:
+    """The row ``path`` names in ``img`` (or its entrypoint), and for a directory its subtree."""
+    res = _Resolver(cat, img.id)
+    if entrypoint:
+        path = entrypoint_path(res, img)
+    assert path is not None
+    if not path.startswith("/"):
+        path = posixpath.join(img.working_dir or "/", path)
+    row = res.resolve(path)
+    if row["type"] == "dir":
+        return img, row, cat.subtree(img.id, row["path"])
+    if row["type"] not in ("file", "hardlink"):
+        raise LayerdbError(f"{path}: is a {row['type']}, not a file or directory")
+    return img, row, []
 
 
 def _name(row: dict[str, Any]) -> str:
