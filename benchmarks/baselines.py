@@ -172,7 +172,7 @@ def archive_layers(archive: str | os.PathLike) -> list[LayerRef]:
         members = {m.name.lstrip("./"): m for m in tf.getmembers()}
 
         def rj(name: str):
-            return json.load(tf.extractfile(members[name]))
+            return json.load(_member(tf, members[name]))
 
         if "manifest.json" in members and "index.json" not in members:
             m = rj("manifest.json")[0]
@@ -180,7 +180,7 @@ def archive_layers(archive: str | os.PathLike) -> list[LayerRef]:
             rows = []
             for member, diff_id in zip(m["Layers"], cfg["rootfs"]["diff_ids"]):
                 ti = members[member]
-                with tf.extractfile(ti) as f:
+                with _member(tf, ti) as f:
                     codec = detect_codec(f.read(4))
                 rows.append(LayerRef(archive, member, codec, ti.size, ti.offset_data, None,
                                      diff_id))
@@ -191,6 +191,13 @@ def archive_layers(archive: str | os.PathLike) -> list[LayerRef]:
             rows.append(LayerRef(archive, member, codec, ti.size, ti.offset_data, digest,
                                  diff_id))
         return rows
+
+
+def _member(tf: tarfile.TarFile, ti: tarfile.TarInfo) -> IO[bytes]:
+    f = tf.extractfile(ti)
+    if f is None:
+        raise ValueError(f"{ti.name} is not a regular file")
+    return f
 
 
 def detect_codec(head: bytes) -> str:
@@ -208,7 +215,7 @@ def _as_ref(layer: LayerLike) -> LayerRef:
         archive, member = str(layer[0]), layer[1]
         with tarfile.open(archive) as tf:
             ti = tf.getmember(member)
-            with tf.extractfile(ti) as f:
+            with _member(tf, ti) as f:
                 codec = detect_codec(f.read(4))
         return LayerRef(archive, member, codec, ti.size, ti.offset_data, None, None)
     path = str(layer)
@@ -733,9 +740,10 @@ def default_suite(corpus: Path, only: set[str] | None = None) -> list[tuple[str,
     return rows
 
 
-def _fmt_bytes(n: int | None) -> str:
-    if n is None:
+def _fmt_bytes(size: int | None) -> str:
+    if size is None:
         return ""
+    n = float(size)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

@@ -134,7 +134,7 @@ class Entry:
 class ContentReader:
     """Streams an Entry's content: src bytes + trailer, or data, or a generated concat."""
 
-    def __init__(self, e: Entry, tee: Callable[[bytes], None] | None = None):
+    def __init__(self, e: Entry, tee: Callable[[bytes], object] | None = None):
         self.e = e
         self.sha = hashlib.sha256()
         self.tee = tee
@@ -564,6 +564,7 @@ def plan_corpus(mode: Mode, seed: int) -> tuple[dict[str, LayerPlan], list[Image
     os_files = files_in(layers["base-os"].entries, "usr/", 256)
     upd = r.sample(os_files, min(20, len(os_files)))
     for e in upd:
+        assert e.src is not None
         b.copy(e.name, e.src, e.size, e.mode, trailer=b"\n# benchbian security update 12.1\n")
     b.file("etc/os-release", os_release("12", "12.1"))
     rest = [e for e in os_files if e not in upd]
@@ -748,8 +749,8 @@ def plan_corpus(mode: Mode, seed: int) -> tuple[dict[str, LayerPlan], list[Image
 
     # formats: the first three apps' 1.0 images in all forms, the rest cycle docker/gzip/zstd
     all_forms = {f"fleet/{app}:1.0" for app, _, _ in FLEET[:3]}
-    for k, im in enumerate(images):
-        im.forms = list(FORMS) if im.ref in all_forms else [FORMS[k % 3]]
+    for pos, im in enumerate(images):
+        im.forms = list(FORMS) if im.ref in all_forms else [FORMS[pos % 3]]
 
     # ---- probes and merged counts per fleet image -----------------------------------------
     for im in images:
@@ -785,7 +786,7 @@ def _dirs_with_children(entries: list[Entry], min_children: int, min_depth: int)
 
 
 def _hist(created_by: str, empty: bool = False) -> dict:
-    h = {"created": CREATED, "created_by": created_by}
+    h: dict = {"created": CREATED, "created_by": created_by}
     if empty:
         h["empty_layer"] = True
     return h
@@ -876,7 +877,11 @@ def _fill_probes(im: ImagePlan, layers: dict[str, LayerPlan], r: random.Random) 
             deleted(hidden[0], "lower file hidden by an opaque dir")
     # dedupe by path, keep first
     seen: set[str] = set()
-    im.probes = [p for p in probes if not (p["path"] in seen or seen.add(p["path"]))]
+    im.probes = []
+    for pr in probes:
+        if pr["path"] not in seen:
+            seen.add(pr["path"])
+            im.probes.append(pr)
 
 
 def _all_names(layers: dict[str, LayerPlan], names: list[str]) -> set[str]:
@@ -926,7 +931,6 @@ def plan_big(mode: Mode, seed: int) -> LayerPlan:
     total = 1024
     mid_done = large_done = False
     rep = 0
-    budget_files = mode.big_target - mode.big_large_file
     while total < mode.big_target:
         order = list(chosen)
         rng_for(seed, "big-rep", str(rep)).shuffle(order)
@@ -937,7 +941,8 @@ def plan_big(mode: Mode, seed: int) -> LayerPlan:
             if not mid_done and total >= mode.big_target // 2:
                 b.file("data/mid/marker-middle.txt", marker_bytes("middle", seed), track="middle")
                 mid_done = True
-            if not large_done and total >= int(budget_files * 0.6):
+            # the large file goes after the middle marker: it spans ~60% to ~85% of the tar
+            if not large_done and total >= int(mode.big_target * 0.6):
                 gsrc = sorted(large_src)
                 b.add(Entry("data/large/large-file.bin", "file", 0o644, size=mode.big_large_file,
                             gen=("concat", gsrc, mode.big_large_file), track="large"))
@@ -1455,7 +1460,7 @@ def build(out: Path, mode: Mode, seed: int, jobs: int) -> dict:
     for im in images:
         for ln in im.layers:
             shared_by.setdefault(ln, []).append(im.ref)
-    manifest = {
+    doc: dict = {
         "format": "layerdb-bench-corpus/1",
         "generator": "benchmarks/corpus.py",
         "seed": seed,
@@ -1499,18 +1504,18 @@ def build(out: Path, mode: Mode, seed: int, jobs: int) -> dict:
         },
         "fleet_layout": {"path": "fleet-layout", "images": layout_images},
     }
-    manifest["sizes"]["total"] = sum(manifest["sizes"].values())
-    for im_doc in manifest["images"]:
+    doc["sizes"]["total"] = sum(doc["sizes"].values())
+    for im_doc in doc["images"]:
         if im_doc["kind"] == "big":
-            im_doc["probes"] = [dict(manifest["big"][k], status="present", note=k)
+            im_doc["probes"] = [dict(doc["big"][k], status="present", note=k)
                                 for k in ("start", "middle", "end", "large_file")]
             im_doc["merged"] = {"files": big_i["files"], "file_bytes": big_i["file_bytes"]}
         elif im_doc["kind"] == "many-files":
             im_doc["probes"] = [dict(p, note="small file") for p in many_i["probes"]]
             im_doc["merged"] = {"files": many_i["files"], "file_bytes": many_i["file_bytes"]}
-    (out / "MANIFEST.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False))
-    log(f"done in {elapsed:.1f}s, {manifest['sizes']['total'] / GiB:.2f} GiB in {out}")
-    return manifest
+    (out / "MANIFEST.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False))
+    log(f"done in {elapsed:.1f}s, {doc['sizes']['total'] / GiB:.2f} GiB in {out}")
+    return doc
 
 
 def main(argv: list[str] | None = None) -> int:
