@@ -297,18 +297,15 @@ def index_layer(stream: BinaryIO, layer: str, stats: LayerStats | None = None,
             elif t == b"D":  # GNU dumpdir: a listing we do not need
                 rd.skip(size)
             pad = -rd.offset % _BLOCK
-            if pad and not rd.skip_padding(pad):
-                # the member's data is complete but the stream ends without padding or an
-                # end-of-archive marker (umoci insert writes such layers; Go's reader takes them)
-                _append(cols.cols, layer, idx, _dec(name), kind, size if kind == "file" else 0,
-                        _num(blk[100:108]) & 0o7777, uid, gid, uname, gname, int(mtime),
-                        _dec(link), offset, sha, xattrs, blk)
-                idx += 1
-                break
+            # a stream may end right after the last member's data, without padding or an
+            # end-of-archive marker (umoci insert writes such layers; Go's reader takes them)
+            ended = bool(pad) and not rd.skip_padding(pad)
             _append(cols.cols, layer, idx, _dec(name), kind, size if kind == "file" else 0,
                     _num(blk[100:108]) & 0o7777, uid, gid, uname, gname, int(mtime),
                     _dec(link), offset, sha, xattrs, blk)
             idx += 1
+            if ended:
+                break
             if len(cols) >= batch_rows:
                 yield cols.batch()
     except EOFError as e:
