@@ -335,10 +335,6 @@ class Catalog:
         names = [d[0] for d in cur.description]
         return {r[names.index("path")]: dict(zip(names, r)) for r in cur.fetchall()}
 
-    def hardlink_target(self, image_id: str, row: dict[str, Any]) -> dict[str, Any] | None:
-        rows = self._fs_rows(image_id, "path = ?", [row["linkname"]])
-        return rows.get(row["linkname"])
-
     # writes ---------------------------------------------------------------------------
     def materialize_fs(self, items: Sequence[tuple[Image, str]]) -> None:
         """Compute the merged filesystem of each image from its layers' Parquet files and

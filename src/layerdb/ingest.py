@@ -172,9 +172,6 @@ class IngestReport:
         return [a for a in self.archives if a.error is not None]
 
 
-Progress = Callable[[str, int, int], None]  # (event, done, total)
-
-
 def _executor(jobs: int) -> cf.Executor:
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["layerdb.ingest", "layerdb.tarindex", "pyarrow.parquet"])
