@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,15 +29,24 @@ FS_COLUMNS = ("path", "raw_path", "type", "size", "mode", "uid", "gid", "uname",
               "mtime", "linkname", "content_layer", "content_offset", "sha256", "devmajor",
               "devminor")
 
-SCHEMA = f"""
+# Rows are kept small (a 1M-file image costs ~100 MB): images and layers are integers here
+# (image_keys and layer_keys never renumber), sha256 is 32 bytes.
+SCHEMA = """
 create table if not exists images (
   id text primary key, name text, refs text, platform text, entrypoint text, cmd text,
   working_dir text, env text, config_digest text);
+create table if not exists image_keys (n integer primary key, id text unique not null);
+create table if not exists layer_keys (n integer primary key, diff_id text unique not null);
 create table if not exists fs (
-  image text not null, {", ".join(c + " " + ("blob" if c == "raw_path" else "") for c in FS_COLUMNS)},
-  primary key (image, path)) without rowid;
+  image integer not null, path text not null, raw_path blob, type text, size integer,
+  mode integer, uid integer, gid integer, uname text, gname text, mtime integer,
+  linkname text, layer integer, content_offset integer, sha256 blob, devmajor integer,
+  devminor integer, primary key (image, path)) without rowid;
 create table if not exists indexed (image text primary key);
 """
+_SELECT = ("select f.path, f.raw_path, f.type, f.size, f.mode, f.uid, f.gid, f.uname, f.gname, "
+           "f.mtime, f.linkname, l.diff_id, f.content_offset, f.sha256, f.devmajor, f.devminor "
+           "from fs f left join layer_keys l on l.n = f.layer")
 
 
 @dataclass(frozen=True)
@@ -142,19 +151,28 @@ class LookupIndex:
         if not paths:
             return {}
         marks = ", ".join("?" for _ in paths)
-        return self._rows(f"image = ? and path in ({marks})", [image_id, *paths])
+        return self._rows(image_id, f"f.path in ({marks})", list(paths))
 
     def subtree(self, image_id: str, path: str) -> list[dict[str, Any]]:
         if path == "/":
-            rows = self._rows("image = ?", [image_id])
+            rows = self._rows(image_id, "true", [])
         else:  # "p/..." sorts between "p/" and "p0" ('0' follows '/')
-            rows = self._rows("image = ? and (path = ? or (path >= ? and path < ?))",
-                              [image_id, path, path + "/", path + "0"])
+            rows = self._rows(image_id, "(f.path = ? or (f.path >= ? and f.path < ?))",
+                              [path, path + "/", path + "0"])
         return [rows[k] for k in sorted(rows)]
 
-    def _rows(self, where: str, params: list) -> dict[str, dict[str, Any]]:
-        cur = self.con.execute(f"select {', '.join(FS_COLUMNS)} from fs where {where}", params)
-        return {r[0]: dict(zip(FS_COLUMNS, r)) for r in cur}
+    def _rows(self, image_id: str, where: str, params: list) -> dict[str, dict[str, Any]]:
+        key = self.con.execute("select n from image_keys where id = ?", [image_id]).fetchone()
+        if key is None:
+            return {}
+        cur = self.con.execute(f"{_SELECT} where f.image = ? and {where}", [key[0], *params])
+        out = {}
+        for r in cur:
+            row = dict(zip(FS_COLUMNS, r))
+            if row["sha256"] is not None:
+                row["sha256"] = bytes(row["sha256"]).hex()
+            out[r[0]] = row
+        return out
 
 
 def write_index(path: str, images: Iterable[ImageRow],
@@ -173,10 +191,29 @@ def write_index(path: str, images: Iterable[ImageRow],
                   json.dumps(i.cmd), i.working_dir, json.dumps(i.env), i.config_digest)
                  for i in images])
             marks = ", ".join("?" for _ in range(len(FS_COLUMNS) + 1))
+            layer_n: dict[str, int] = dict(
+                (d, n) for n, d in con.execute("select n, diff_id from layer_keys"))
+            i_layer, i_sha = FS_COLUMNS.index("content_layer"), FS_COLUMNS.index("sha256")
+
+            def packed(n: int, rows: Iterable[Sequence[Any]]) -> Iterator[tuple]:
+                for r in rows:
+                    r = list(r)
+                    d = r[i_layer]
+                    if d is not None:
+                        if d not in layer_n:
+                            con.execute("insert into layer_keys (diff_id) values (?)", [d])
+                            layer_n[d] = con.execute(
+                                "select n from layer_keys where diff_id = ?", [d]).fetchone()[0]
+                        r[i_layer] = layer_n[d]
+                    if r[i_sha] is not None:
+                        r[i_sha] = bytes.fromhex(r[i_sha])
+                    yield (n, *r)
+
             for image_id, rows in fs_rows:
-                con.execute("delete from fs where image = ?", [image_id])
-                con.executemany(f"insert into fs values ({marks})",
-                                ((image_id, *r) for r in rows))
+                con.execute("insert or ignore into image_keys (id) values (?)", [image_id])
+                n = con.execute("select n from image_keys where id = ?", [image_id]).fetchone()[0]
+                con.execute("delete from fs where image = ?", [n])
+                con.executemany(f"insert into fs values ({marks})", packed(n, rows))
                 con.execute("insert or ignore into indexed values (?)", [image_id])
     finally:
         con.close()
