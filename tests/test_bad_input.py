@@ -274,3 +274,19 @@ def test_shared_layer_corrupt_in_one_archive_only(home, tmp_path):
     assert "damaged" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = _layerdb("extract", "--path", "/shared", "--image", "ok:1", home=home)
     assert r.returncode == 0 and r.stdout == "s" * 20000
+
+
+def test_reingest_after_a_kill_cleans_staging(tmp_path):
+    """A re-ingest that finds everything known (and so never opens the catalog) still clears
+    the staging a killed ingest left."""
+    arch = tmp_path / "a.tar"
+    f.write_oci_archive(arch, [f.ImageSpec(GOOD_LAYERS, tags=("good:1",))])
+    home = tmp_path / "home"
+    assert _layerdb("ingest", "-q", str(arch), home=home).returncode == 0
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = home / "tmp" / f"ingest-{dead.pid}-x"
+    stale.mkdir(parents=True)
+    (stale / "leftover.zst.tmp").write_bytes(b"x")
+    assert _layerdb("ingest", "-q", str(arch), home=home).returncode == 0
+    assert tmp_is_clean(home)

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import pathlib
+import sqlite3
 import subprocess
 import sys
 
@@ -95,6 +96,8 @@ def test_catalog_of_another_format_is_refused(tmp_path):
     con = duckdb.connect(str(h / "catalog.duckdb"))
     con.execute("update catalog_format set version = 99")
     con.close()
+    with sqlite3.connect(h / "lookup.sqlite") as lc:  # as a format-99 layerdb writes it too
+        lc.execute("update meta set format = 99")
     for args in (["images"], ["ingest", "-q", str(tmp_path / "s.tar")]):
         r = _run(*args, home=h)
         assert r.returncode == 1 and r.stderr.count("\n") == 1

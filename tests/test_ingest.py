@@ -99,3 +99,23 @@ def test_cli_ingest_and_sql_as_written(umoci_images, tmp_path):
     assert lines == sorted(["image,path,size",
                             "example.com/layerdb/umoci:v1,/home/app,0",
                             "example.com/layerdb/umoci:v1,/home/app/app,22"])
+
+
+def test_reingest_shortcut_needs_no_duckdb(umoci_images, tmp_path):
+    path = umoci_images["docker-archive"]
+    ingest([path], catalog_root=str(tmp_path))
+    code = ("import sys; from layerdb.ingest import ingest; "
+            f"r = ingest([{path!r}], catalog_root={str(tmp_path)!r}); "
+            "a = r.archives[0]; "
+            "print(a.error, len(a.images), a.new_images, a.new_layers, 'duckdb' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["None", "1", "0", "0", "False"]
+    # a new ref for a known image is not "known": the full path records it
+    f.write_oci_archive(tmp_path / "again.tar", [f.sample_image(tags=("x:1",))])
+    ingest([str(tmp_path / "again.tar")], catalog_root=str(tmp_path))
+    f.write_oci_archive(tmp_path / "retag.tar", [f.sample_image(tags=("x:2",))])
+    rep = ingest([str(tmp_path / "retag.tar")], catalog_root=str(tmp_path))
+    assert rep.archives[0].error is None
+    with Catalog(str(tmp_path)) as cat:
+        _, rows = cat.query("select list_sort(refs) from images where list_contains(refs, 'x:2')")
+    assert rows == [(["x:1", "x:2"],)]

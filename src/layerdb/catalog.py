@@ -18,8 +18,8 @@ import duckdb
 
 from .digest import Digest
 from .errors import CatalogError
+from .lookup import FORMAT_VERSION, ImageRow, choose_image, default_root, write_index
 from .lookup import FS_COLUMNS as LOOKUP_COLUMNS
-from .lookup import ImageRow, choose_image, default_root, write_index
 from .model import Image, familiar_ref
 
 DB_NAME = "catalog.duckdb"
@@ -69,7 +69,7 @@ create sequence if not exists ingest_seq;
 create table if not exists catalog_format (version integer);
 insert into catalog_format select 1 where not exists (select 1 from catalog_format);
 """
-FORMAT_VERSION = 1  # bump when tables or Parquet columns change incompatibly
+
 
 _VIEWS = """
 create or replace temp view images as
@@ -473,7 +473,8 @@ class Catalog:
                     yield from batch
 
             self.con.execute(_VIEWS)  # ingest's connection may have no views
-            write_index(path, self._image_rows("true", []), ((i, rows(i)) for i in todo))
+            blobs = [r[0] for r in self.con.execute("select digest from layer_blobs").fetchall()]
+            write_index(path, self._image_rows("true", []), ((i, rows(i)) for i in todo), blobs)
         except (sqlite3.Error, duckdb.Error, OSError):
             pass  # the index is an optimisation: extract falls back to the catalog
 

@@ -19,15 +19,17 @@ import time
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .catalog import BlobRecord, Catalog, LayerRecord
 from .compression import open_decompressed
 from .digest import Digest, HashingReader
 from .errors import CorruptLayer, LayerdbError, SourceError
 from .model import LAYER_TYPES, FileSegment, Image, LayerRef, familiar_ref
 from .sources import open_source
 from .store import BlobStore, LayerWriter
+
+if TYPE_CHECKING:  # the catalog (duckdb) loads only when an ingest has something to record
+    from .catalog import Catalog
 
 
 @dataclass(frozen=True)
@@ -223,9 +225,15 @@ def ingest(paths: Iterable[str], catalog_root: str | None = None, jobs: int | No
     diff_id once; an archive is recorded as soon as its last layer is ready. ``progress``
     receives event dicts (for a progress bar)."""
     t0 = time.monotonic()
-    jobs = jobs or os.cpu_count() or 1
+    paths = list(paths)
     emit = progress or (lambda ev: None)
+    known = _all_known(paths, catalog_root)
+    if known is not None:
+        return IngestReport(known, time.monotonic() - t0)
+    jobs = jobs or os.cpu_count() or 1
     results: list[ArchiveResult] = []
+    from .catalog import Catalog
+
     with Catalog(catalog_root, writable=True, views=False) as cat:
         cat.con.close()  # the catalog file stays unlocked while layers are read
         _clean_stale(cat.tmp_dir)
@@ -254,6 +262,50 @@ def ingest(paths: Iterable[str], catalog_root: str | None = None, jobs: int | No
                 executor.shutdown(wait=True, cancel_futures=True)
             shutil.rmtree(run_tmp, ignore_errors=True)
     return IngestReport(results, time.monotonic() - t0)
+
+
+def _all_known(paths: list[str], catalog_root: str | None) -> list[ArchiveResult] | None:
+    """A re-ingest's shortcut: when the catalog's lookup index already holds every image of
+    every archive, with its refs and blob digests, there is nothing to do, and the catalog
+    (duckdb) is not even opened. The index never runs ahead of the catalog; when it lags, or
+    anything is new or wrong, this says None and the full path runs (and reports errors)."""
+    from .lookup import LookupIndex, default_root
+
+    root = os.path.abspath(catalog_root or default_root())
+    idx = LookupIndex.open(root)
+    if idx is None or not os.path.isdir(os.path.join(root, "tmp")):
+        return None
+    _clean_stale(os.path.join(root, "tmp"))  # what killed ingests left behind
+    try:
+        known = idx.known()
+        if known is None:
+            return None
+        refs, blobs = known
+        out = []
+        for path in paths:
+            res = ArchiveResult(path)
+            tmp = tempfile.mkdtemp(dir=os.path.join(root, "tmp"), prefix=f"ingest-{os.getpid()}-")
+            try:
+                src = open_source(path, tmp)
+                try:
+                    res.images = list(src.images())
+                finally:
+                    src.close()
+            except (LayerdbError, OSError):
+                return None
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            for img in res.images:
+                if str(img.id) not in refs or {familiar_ref(r) for r in img.refs} - refs[str(img.id)]:
+                    return None
+                if any(l.digest is not None and str(l.digest) not in blobs for l in img.layers):
+                    return None
+            if not res.images:
+                return None
+            out.append(res)
+        return out
+    finally:
+        idx.close()
 
 
 def _open_plan(res: ArchiveResult, run_tmp: str) -> _Plan:
@@ -394,7 +446,7 @@ class _reopen:
 
     def __enter__(self) -> Catalog:
         db = os.path.join(self.cat.root, "catalog.duckdb")
-        self.cat.con = Catalog._connect(db, True, 60.0)
+        self.cat.con = type(self.cat)._connect(db, True, 60.0)
         return self.cat
 
     def __exit__(self, *exc: object) -> None:
@@ -406,6 +458,8 @@ def _commit(path: str, cat: Catalog, store: BlobStore, images: list[Image],
             known_blobs: set[str], staging: str) -> None:
     """Record one archive: ``done`` has every layer read for it, ``new`` those not yet
     moved into place by an earlier archive of the same run."""
+    from .catalog import BlobRecord, LayerRecord
+
     images = [_with_blob_digests(i, done) for i in images]
     # 1. put the verified files in place (still invisible: no catalog row names them)
     for d, r in new.items():

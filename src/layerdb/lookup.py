@@ -23,6 +23,7 @@ from .errors import ImageNotFound
 from .model import Platform, ref_matches
 
 NAME = "lookup.sqlite"
+FORMAT_VERSION = 1  # of the whole catalog: bump when tables or Parquet columns change
 
 #: merged-view columns the index keeps (what extract reads), in this order
 FS_COLUMNS = ("path", "raw_path", "type", "size", "mode", "uid", "gid", "uname", "gname",
@@ -43,6 +44,8 @@ create table if not exists fs (
   linkname text, layer integer, content_offset integer, sha256 blob, devmajor integer,
   devminor integer, primary key (image, path)) without rowid;
 create table if not exists indexed (image text primary key);
+create table if not exists blobs (digest text primary key);
+create table if not exists meta (format integer);
 """
 _SELECT = ("select f.path, f.raw_path, f.type, f.size, f.mode, f.uid, f.gid, f.uname, f.gname, "
            "f.mtime, f.linkname, l.diff_id, f.content_offset, f.sha256, f.devmajor, f.devminor "
@@ -142,6 +145,18 @@ class LookupIndex:
         return [ImageRow(r[0], r[1], json.loads(r[2]), r[3], json.loads(r[4]), json.loads(r[5]),
                          r[6], json.loads(r[7]), r[8]) for r in rows]
 
+    def known(self) -> tuple[dict[str, set[str]], set[str]] | None:
+        """Every recorded image's refs, and every recorded blob digest (None: not known)."""
+        try:
+            fmt = self.con.execute("select max(format) from meta").fetchone()
+            if not fmt or fmt[0] != FORMAT_VERSION:
+                return None
+            refs = {r[0]: set(json.loads(r[1])) for r in self.con.execute("select id, refs from images")}
+            blobs = {r[0] for r in self.con.execute("select digest from blobs")}
+        except sqlite3.Error:
+            return None
+        return refs, blobs
+
     def resolve_image(self, ref: str | None, platform: str | None) -> ImageRow:
         """As ``choose_image`` over the indexed images. Not finding one here is no answer:
         the caller asks the catalog (the index may lag it)."""
@@ -176,14 +191,20 @@ class LookupIndex:
 
 
 def write_index(path: str, images: Iterable[ImageRow],
-                fs_rows: Iterable[tuple[str, Iterable[Sequence[Any]]]]) -> None:
-    """Replace the images table and add the merged views of new images (``fs_rows``: pairs
-    of image id and its rows in ``FS_COLUMNS`` order), in one SQLite transaction."""
+                fs_rows: Iterable[tuple[str, Iterable[Sequence[Any]]]],
+                blob_digests: Iterable[str] = ()) -> None:
+    """Replace the images and blobs tables and add the merged views of new images
+    (``fs_rows``: pairs of image id and its rows in ``FS_COLUMNS`` order), in one SQLite
+    transaction."""
     con = sqlite3.connect(path)
     try:
         con.execute("pragma journal_mode = wal")
         con.executescript(SCHEMA)
         with con:
+            con.execute("delete from meta")
+            con.execute("insert into meta values (?)", [FORMAT_VERSION])
+            con.execute("delete from blobs")
+            con.executemany("insert or ignore into blobs values (?)", ((d,) for d in blob_digests))
             con.execute("delete from images")
             con.executemany(
                 "insert into images values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
