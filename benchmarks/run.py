@@ -287,8 +287,8 @@ def section_queries(corpus: Path, t: Table, rows: int, repeat: int) -> None:
     t.add("6", f"extract's merged-view lookup + read, {n / 1e6:.1f}M-row catalog", dt, "", None,
           "", None, f"peak {rss // 1024} MB")
     dt, rss = best(repeat, lambda: must(layerdb("report", "dedup", catalog=cat), "dedup"))
-    t.add("6", f"report dedup over {n / 1e6:.1f}M rows", dt, "", None, "peak < 1 GB",
-          rss < 1024 * 1024, f"peak {rss // 1024} MB")
+    t.add("6", f"report dedup over {n / 1e6:.1f}M rows", dt, "", None, "", None,
+          f"peak {rss // 1024} MB (the 1 GB target is sql's)")
 
 
 def main(argv: list[str] | None = None) -> int:
