@@ -9,34 +9,22 @@
 -- Example: layerdb report secrets -p hidden 1
 -- @param image null
 -- @param hidden 0
-with visible as (
+with candidates as (  -- regular files and hardlinks: every visible one, and with :hidden
+                     -- every member of the image's layers (hidden ones sorted out below)
   select v.image, v.image_id, v.position, v.idx, v.layer, v.path, v.name, v.type, v.size, v.mode,
          v.uid, v.gid, v.uname, v.gname, v.linkname, v.sha256, v.xattrs, 'visible' as status
   from fs v
-  where (:image is null or v.image_id = :image)
-    and v.type in ('file', 'hardlink') and (
-      v.name in ('id_rsa', 'id_dsa', 'id_ecdsa', 'id_ed25519', 'id_ecdsa_sk', 'id_ed25519_sk',
-                 'identity', '.env', '.npmrc', '.pypirc', '.netrc', '_netrc', '.git-credentials',
-                 '.htpasswd', '.pgpass', '.s3cfg', 'credentials.json', '.vault-token',
-                 '.dockercfg', 'secrets.yml', 'secrets.yaml')
-      or v.name like '.env.%' or v.name like 'ssh_host_%_key'
-      or regexp_matches(v.name, '\.(pem|key|p12|pfx|jks|keystore|ovpn|tfstate|kdbx|asc|gpg)$')
-      or v.path like '%/.aws/credentials' or v.path like '%/.docker/config.json'
-      or v.path like '%/.kube/config' or v.path like '%/.config/gcloud/%credentials%'
-      or v.path like '%/.gnupg/private-keys-v1.d/%' or v.path like '%/.ssh/%_rsa')
-    and not (regexp_matches(v.name, '\.(pem|crt)$') and (
-      v.path like '/etc/ssl/certs/%' or v.path like '/usr/share/ca-certificates/%'
-      or v.path like '/etc/pki/ca-trust/%' or v.path like '/etc/pki/tls/certs/%'
-      or v.path like '/usr/local/share/ca-certificates/%' or v.path like '/etc/ca-certificates/%'
-      or v.path like '%/certifi/cacert.pem'))
-),
-hidden as (  -- members of the image's layers that upper layers shadow or delete
+  where (:image is null or v.image_id = :image) and v.type in ('file', 'hardlink')
+  union all
   select il.image, il.image_id, il.position, v.idx, v.layer, v.path, v.name, v.type, v.size,
-         v.mode, v.uid, v.gid, v.uname, v.gname, v.linkname, v.sha256, v.xattrs,
-         'hidden' as status
+         v.mode, v.uid, v.gid, v.uname, v.gname, v.linkname, v.sha256, v.xattrs, 'hidden'
   from image_layers il join files v on v.layer = il.diff_id
   where :hidden::boolean and (:image is null or il.image_id = :image) and v.whiteout = 'none'
-    and v.type in ('file', 'hardlink') and (
+    and v.type in ('file', 'hardlink')
+),
+named as materialized (  -- the names that look like keys and credentials
+  select * from candidates v
+  where (
       v.name in ('id_rsa', 'id_dsa', 'id_ecdsa', 'id_ed25519', 'id_ecdsa_sk', 'id_ed25519_sk',
                  'identity', '.env', '.npmrc', '.pypirc', '.netrc', '_netrc', '.git-credentials',
                  '.htpasswd', '.pgpass', '.s3cfg', 'credentials.json', '.vault-token',
@@ -51,10 +39,14 @@ hidden as (  -- members of the image's layers that upper layers shadow or delete
       or v.path like '/etc/pki/ca-trust/%' or v.path like '/etc/pki/tls/certs/%'
       or v.path like '/usr/local/share/ca-certificates/%' or v.path like '/etc/ca-certificates/%'
       or v.path like '%/certifi/cacert.pem'))
-    and not exists (select 1 from visible s where s.image_id = il.image_id
-                    and s.position = il.position and s.idx = v.idx)
 ),
-hits as (select * from visible union all select * from hidden)
+hits as (  -- a hidden hit is a member the merged view does not show
+  select * from named where status = 'visible'
+  union all
+  select * from named h where status = 'hidden'
+    and not exists (select 1 from named s where s.status = 'visible'
+                    and s.image_id = h.image_id and s.position = h.position and s.idx = h.idx)
+)
 select image, path,
        case
          when name in ('id_rsa', 'id_dsa', 'id_ecdsa', 'id_ed25519', 'id_ecdsa_sk',
