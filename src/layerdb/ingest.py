@@ -224,88 +224,69 @@ def ingest(paths: Iterable[str], catalog_root: str | None = None, jobs: int | No
     (the others still go in). All archives' new layers are read in one pool, each distinct
     diff_id once; an archive is recorded as soon as its last layer is ready. ``progress``
     receives event dicts (for a progress bar)."""
-    t0 = time.monotonic()
-    paths = list(paths)
-    emit = progress or (lambda ev: None)
-    known = _all_known(paths, catalog_root)
-    if known is not None:
-        return IngestReport(known, time.monotonic() - t0)
-    jobs = jobs or os.cpu_count() or 1
-    results: list[ArchiveResult] = []
-    from .catalog import Catalog
+    from .lookup import default_root
 
-    with Catalog(catalog_root, writable=True, views=False) as cat:
-        cat.con.close()  # the catalog file stays unlocked while layers are read
-        _clean_stale(cat.tmp_dir)
-        run_tmp = tempfile.mkdtemp(dir=cat.tmp_dir, prefix=f"ingest-{os.getpid()}-")
-        store = BlobStore(cat.blobs_dir)
-        plans: list[_Plan] = []
-        executor: cf.Executor | None = None
-        try:
-            for path in paths:
-                res = ArchiveResult(path)
-                results.append(res)
-                try:
-                    plan = _open_plan(res, run_tmp)
-                except LayerdbError as e:
-                    res.error = e
-                    emit({"event": "error", "path": path, "error": str(e)})
-                    continue
-                plans.append(plan)
-            if plans:
-                executor = _InlineExecutor() if jobs <= 1 else _executor(jobs)
-                _run_plans(plans, cat, store, run_tmp, executor, emit)
-        finally:
-            for plan in plans:
-                plan.src.close()
-            if executor is not None:
-                executor.shutdown(wait=True, cancel_futures=True)
-            shutil.rmtree(run_tmp, ignore_errors=True)
+    t0 = time.monotonic()
+    emit = progress or (lambda ev: None)
+    root = os.path.abspath(catalog_root or default_root())
+    tmp_dir = os.path.join(root, "tmp")
+    os.makedirs(tmp_dir, exist_ok=True)
+    _clean_stale(tmp_dir)  # what killed ingests left behind
+    run_tmp = tempfile.mkdtemp(dir=tmp_dir, prefix=f"ingest-{os.getpid()}-")
+    results: list[ArchiveResult] = []
+    plans: list[_Plan] = []
+    executor: cf.Executor | None = None
+    try:
+        # every archive is opened (and a compressed one decompressed) once, here
+        for path in paths:
+            res = ArchiveResult(path)
+            results.append(res)
+            try:
+                plans.append(_open_plan(res, run_tmp))
+            except LayerdbError as e:
+                res.error = e
+                emit({"event": "error", "path": path, "error": str(e)})
+        if not plans or (len(plans) == len(results) and _all_known(plans, root)):
+            return IngestReport(results, time.monotonic() - t0)
+        from .catalog import Catalog
+
+        with Catalog(root, writable=True, views=False) as cat:
+            cat.con.close()  # the catalog file stays unlocked while layers are read
+            jobs = jobs or os.cpu_count() or 1
+            executor = _InlineExecutor() if jobs <= 1 else _executor(jobs)
+            _run_plans(plans, cat, BlobStore(cat.blobs_dir), run_tmp, executor, emit)
+    finally:
+        for plan in plans:
+            plan.src.close()
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(run_tmp, ignore_errors=True)
     return IngestReport(results, time.monotonic() - t0)
 
 
-def _all_known(paths: list[str], catalog_root: str | None) -> list[ArchiveResult] | None:
+def _all_known(plans: list[_Plan], root: str) -> bool:
     """A re-ingest's shortcut: when the catalog's lookup index already holds every image of
     every archive, with its refs and blob digests, there is nothing to do, and the catalog
     (duckdb) is not even opened. The index never runs ahead of the catalog; when it lags, or
-    anything is new or wrong, this says None and the full path runs (and reports errors)."""
-    from .lookup import LookupIndex, default_root
+    anything is new, this says False and the full path runs."""
+    from .lookup import LookupIndex
 
-    root = os.path.abspath(catalog_root or default_root())
     idx = LookupIndex.open(root)
-    if idx is None or not os.path.isdir(os.path.join(root, "tmp")):
-        return None
-    _clean_stale(os.path.join(root, "tmp"))  # what killed ingests left behind
+    if idx is None:
+        return False
     try:
         known = idx.known()
-        if known is None:
-            return None
-        refs, blobs = known
-        out = []
-        for path in paths:
-            res = ArchiveResult(path)
-            tmp = tempfile.mkdtemp(dir=os.path.join(root, "tmp"), prefix=f"ingest-{os.getpid()}-")
-            try:
-                src = open_source(path, tmp)
-                try:
-                    res.images = list(src.images())
-                finally:
-                    src.close()
-            except (LayerdbError, OSError):
-                return None
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-            for img in res.images:
-                if str(img.id) not in refs or {familiar_ref(r) for r in img.refs} - refs[str(img.id)]:
-                    return None
-                if any(l.digest is not None and str(l.digest) not in blobs for l in img.layers):
-                    return None
-            if not res.images:
-                return None
-            out.append(res)
-        return out
     finally:
         idx.close()
+    if known is None:
+        return False
+    refs, blobs = known
+    for img in (i for p in plans for i in p.images):
+        if str(img.id) not in refs or {familiar_ref(r) for r in img.refs} - refs[str(img.id)]:
+            return False
+        if any(l.digest is not None and str(l.digest) not in blobs for l in img.layers):
+            return False
+    return True
 
 
 def _open_plan(res: ArchiveResult, run_tmp: str) -> _Plan:
