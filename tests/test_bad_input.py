@@ -195,7 +195,9 @@ def _visible_state(home: Path) -> list:
             for (d,) in layers:
                 assert (home / "blobs" / "sha256" / (d[7:] + ".zst")).exists()
                 assert (home / "files" / (d[7:] + ".parquet")).exists()
-            assert (home / "fs" / (image_id[7:] + ".parquet")).exists()
+                assert (home / "files" / (d[7:] + ".idx")).exists()
+            assert (home / "members" / (image_id[7:] + ".parquet")).exists()
+            assert (home / "members" / (image_id[7:] + ".fate")).exists()
             cat.query("select count(*) from fs where image_id = $i", {"i": image_id})
         return sorted(i for i, _ in imgs)
 

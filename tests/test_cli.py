@@ -78,7 +78,9 @@ def test_version_and_empty_catalog(tmp_path):
     r = _run("--version", home=tmp_path)
     assert r.returncode == 0 and "version" in r.stdout
     r = _run("images", "--format", "json", home=tmp_path / "none")
-    assert r.returncode == 0 and json.loads(r.stdout) == []
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr == f"layerdb: error: no catalog at {tmp_path / 'none'}; run layerdb ingest first " \
+        "(or give --catalog DIR)\n"
     assert not (tmp_path / "none").exists()  # reading never creates a catalog
 
 
@@ -101,4 +103,4 @@ def test_catalog_of_another_format_is_refused(tmp_path):
     for args in (["images"], ["ingest", "-q", str(tmp_path / "s.tar")]):
         r = _run(*args, home=h)
         assert r.returncode == 1 and r.stderr.count("\n") == 1
-        assert "has format 99, this layerdb reads format 1" in r.stderr
+        assert "has format 99, this layerdb reads format 2" in r.stderr

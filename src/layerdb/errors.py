@@ -64,3 +64,7 @@ class UsageError(LayerdbError):
     """The request itself is wrong (bad option values)."""
 
     exit_code = 2
+
+
+class NoCatalog(CatalogError):
+    """A read command found no catalog where it looked."""

@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 
 from .digest import Digest
 from .errors import DigestMismatch, ImageNotFound, LayerdbError, PathNotFound, UnsafePath
-from .lookup import ImageRow, LookupIndex, default_root
+from .selection import ImageRow
 from .store import BlobStore
 
 MAX_LINKS = 40
@@ -110,15 +110,14 @@ class _Resolver:
         return row
 
     def _missing_message(self, asked: str, missing: str) -> str:
-        if not hasattr(self.cat, "query"):  # the fast path: the catalog will say more
-            return f"{asked}: no such file or directory in the image"
-        where = self.cat.query(
-            "select l.position, f.path from files f join image_layer_rows l on f.layer = l.diff_id "
-            "where l.image_id = $img and f.path = $p order by l.position desc limit 1",
-            {"img": self.image_id, "p": missing})[1]
-        if where:
-            return (f"{asked}: {missing} was deleted in an upper layer (it exists in layer "
-                    f"{where[0][0]} but a whiteout or opaque directory hides it)")
+        view = getattr(self.cat, "view", None)
+        if view is not None:
+            fate_layers = len(view._fate(self.image_id).layers)
+            for pos in range(fate_layers - 1, -1, -1):
+                if view.member(self.image_id, pos, missing) is not None:
+                    return (f"{asked}: {missing} was deleted in an upper layer (it exists in "
+                            f"layer {pos} but a whiteout or opaque directory hides it; "
+                            f"extract --layer {pos} reads it as stored)")
         return f"{asked}: no such file or directory in the image"
 
 
@@ -178,22 +177,24 @@ def extract(path: str | None = None, image: str | None = None, output: str | Non
     path; ``None`` or ``-`` for stdout: a file's bytes, or a tar stream for a directory)."""
     if not path and not entrypoint:
         raise LayerdbError("give --path or --entrypoint")
-    root = os.path.abspath(catalog_root or default_root())
+    from .catalog.layout import Layout
+    from .merged import open_view
+
+    root = Layout.at(catalog_root).root
     found = None
-    idx = LookupIndex.open(root) if image else None
-    if idx is not None:  # the fast path: no duckdb at all
+    with _Rows(open_view(root)) as view:
         try:
-            found = _locate(idx, idx.resolve_image(image, platform), path, entrypoint)
-        except LayerdbError:
-            found = None  # not (yet) indexed, or an error the catalog words better
-        finally:
-            idx.close()
+            found = _locate(view, view.resolve_image(image, platform) if image else
+                            view.resolve_image(None, platform), path, entrypoint)
+        except ImageNotFound:
+            if image or entrypoint:
+                raise
     if found is None:
         from .catalog import Catalog
 
-        with Catalog(root) as cat:
-            img = find_image(cat, image, platform, None if entrypoint else path)
-            found = _locate(cat, img, path, entrypoint)
+        with Catalog(root) as cat, _Rows(open_view(root)) as view:
+            img = find_image(cat, image, platform, path)
+            found = _locate(view, img, path, entrypoint)
     img, row, rows = found
     store = BlobStore(os.path.join(root, "blobs"))
     result = ExtractResult(img, row["path"], row["type"])
@@ -456,3 +457,33 @@ def _tar_to(out: BinaryIO, rows: list[dict[str, Any]], base: str, store: BlobSto
                 ti.devmajor, ti.devminor = row["devmajor"] or 0, row["devminor"] or 0
                 tf.addfile(ti)
             result.files += 1
+
+
+class _Rows:
+    """A MergedView whose entries come back as the dict rows this module reads."""
+
+    def __init__(self, view: Any) -> None:
+        self.view = view
+
+    def __enter__(self) -> _Rows:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.view.close()
+
+    def resolve_image(self, ref: str | None, platform: str | None = None) -> ImageRow:
+        return self.view.resolve_image(ref, platform)
+
+    @staticmethod
+    def _row(e: Any) -> dict[str, Any]:
+        return {"path": e.path, "raw_path": e.raw if e.raw != e.path.encode("utf-8", "surrogateescape") else None,
+                "type": e.type, "size": e.size, "mode": e.mode, "uid": e.uid, "gid": e.gid,
+                "uname": e.uname, "gname": e.gname, "mtime": e.mtime, "linkname": e.linkname,
+                "content_layer": e.content_layer, "content_offset": e.content_offset,
+                "sha256": e.sha256, "devmajor": e.devmajor, "devminor": e.devminor}
+
+    def lookup(self, image_id: str, paths: list[str]) -> dict[str, dict[str, Any]]:
+        return {p: self._row(e) for p, e in self.view.lookup(image_id, paths).items()}
+
+    def subtree(self, image_id: str, path: str) -> list[dict[str, Any]]:
+        return [self._row(e) for e in self.view.subtree(image_id, path)]

@@ -3,13 +3,18 @@
 Layers are read in worker processes (``jobs``): each worker reads a blob once, hashing it
 (blob digest), decompressing it, hashing the tar (diff_id), cutting it into seekable zstd
 frames for the cache and indexing its members into a Parquet file, all in one streaming pass.
-Everything a worker writes is staged under the catalog's ``tmp/``; only when every layer of an
-archive has been verified are the files moved into place and the archive's images recorded in
-one catalog transaction. A layer already in the catalog is not read again.
+Everything a worker writes is staged under the catalog's ``tmp/``. A verified layer's files are
+moved into place at once (invisible: no catalog row names them yet); when every layer of an
+image is in place, a worker computes the image's member fates (``catalog.members``); when all
+of an archive's images are ready, the catalog writer records them in one transaction.
+A layer already in the catalog is not read again; a blob digest the catalog has not seen is
+verified (read, hashed, decompressed, checked against the diff_id) before it is recorded.
+Ingest itself writes no SQL: the ``catalog.writer.Writer`` does.
 """
 from __future__ import annotations
 
 import concurrent.futures as cf
+import errno
 import multiprocessing
 import os
 import shutil
@@ -23,13 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 from .compression import open_decompressed
 from .digest import Digest, HashingReader
-from .errors import CorruptLayer, LayerdbError, SourceError
+from .errors import CorruptLayer, DigestMismatch, LayerdbError, SourceError
 from .model import LAYER_TYPES, FileSegment, Image, LayerRef, familiar_ref
 from .sources import open_source
 from .store import BlobStore, LayerWriter
 
 if TYPE_CHECKING:  # the catalog (duckdb) loads only when an ingest has something to record
-    from .catalog import Catalog
+    from .catalog.writer import Known, StagedLayer, Writer
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,7 @@ class LayerResult:
     compression: str
     store_tmp: str
     parquet_tmp: str
+    index_tmp: str
 
 
 class _Tee:
@@ -103,9 +109,12 @@ def read_layer(job: LayerJob) -> LayerResult:
 
     from .tarindex import SCHEMA, LayerStats, index_layer
 
+    from .catalog import layerindex
+
     writer = LayerWriter(job.staging)
     fd, parquet_tmp = tempfile.mkstemp(dir=job.staging, suffix=".parquet.tmp")
     os.close(fd)
+    index_tmp = parquet_tmp[:-len(".parquet.tmp")] + ".idx.tmp"
     stats = LayerStats()
     try:
         raw = job.blob.open()
@@ -125,9 +134,11 @@ def read_layer(job: LayerJob) -> LayerResult:
         if job.digest is not None:
             hashed.verify(job.digest)
         writer.finish(job.diff_id)
+        layerindex.write(parquet_tmp, index_tmp)
     except LayerdbError as e:
         writer.abort()
         _unlink(parquet_tmp)
+        _unlink(index_tmp)
         msg = str(e)
         if not msg.startswith(job.source):
             msg = f"{job.source}: {msg}"
@@ -135,12 +146,15 @@ def read_layer(job: LayerJob) -> LayerResult:
     except _decode_errors() as e:
         writer.abort()
         _unlink(parquet_tmp)
+        _unlink(index_tmp)
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            raise LayerdbError(f"{job.source}: no space left on device") from e
         raise CorruptLayer(f"{job.what}: truncated or corrupt {kind_name(job)} data: {e}") from e
     return LayerResult(
         diff_id=job.diff_id, digest=hashed.digest(), compressed_size=hashed.bytes_read,
         size=writer.size, stored_size=writer.stored_size, member_count=stats.members,
         file_bytes=stats.file_bytes, compression=kind, store_tmp=writer.tmp_path,
-        parquet_tmp=parquet_tmp)
+        parquet_tmp=parquet_tmp, index_tmp=index_tmp)
 
 
 def kind_name(job: LayerJob) -> str:
@@ -176,7 +190,8 @@ class IngestReport:
 
 def _executor(jobs: int) -> cf.Executor:
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["layerdb.ingest", "layerdb.tarindex", "pyarrow.parquet"])
+    ctx.set_forkserver_preload(["layerdb.ingest", "layerdb.tarindex", "layerdb.catalog.members",
+                                "pyarrow.parquet"])
     return cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx,
                                   initializer=_exit_with, initargs=(os.getpid(),))
 
@@ -206,33 +221,35 @@ class _InlineExecutor(cf.Executor):
 
 @dataclass
 class _Plan:
-    """One archive on its way in: its images, and the layer reads it waits for."""
+    """One archive on its way in: its images, the layer reads and blob checks it waits for,
+    then the member tables of its new images."""
 
     res: ArchiveResult
     src: Any
-    staging: str  # this archive's private temporary directory
     images: list[Image]
-    waits: dict[str, cf.Future] = field(default_factory=dict)  # diff_id -> read
-    refs: dict[str, LayerRef] = field(default_factory=dict)
+    waits: dict[str, cf.Future] = field(default_factory=dict)  # diff_id or digest -> job
+    refs: dict[str, LayerRef] = field(default_factory=dict)  # same keys -> this archive's copy
+    builds: dict[str, cf.Future] = field(default_factory=dict)  # image id -> materialize
     done: bool = False
 
 
 def ingest(paths: Iterable[str], catalog_root: str | None = None, jobs: int | None = None,
-           progress: Callable[[dict], None] | None = None) -> IngestReport:
+           progress: Callable[[dict], None] | None = None, verify: bool = False,
+           wait: float = 600.0) -> IngestReport:
     """Ingest every archive or layout in ``paths``. Each archive is all-or-nothing: on any
-    error nothing of it is recorded or cached, and the error is kept in its ``ArchiveResult``
-    (the others still go in). All archives' new layers are read in one pool, each distinct
-    diff_id once; an archive is recorded as soon as its last layer is ready. ``progress``
-    receives event dicts (for a progress bar)."""
-    from .lookup import default_root
+    error nothing of it is recorded, and the error is kept in its ``ArchiveResult`` (the
+    others still go in). All archives' new layers are read in one pool, each distinct diff_id
+    once; an archive is recorded as soon as its images are ready. ``verify``: read and check
+    every blob, even of layers the cache holds. ``wait``: seconds to wait for another writer.
+    ``progress`` receives event dicts (for a progress bar)."""
+    from .catalog.layout import Layout
 
     t0 = time.monotonic()
     emit = progress or (lambda ev: None)
-    root = os.path.abspath(catalog_root or default_root())
-    tmp_dir = os.path.join(root, "tmp")
-    os.makedirs(tmp_dir, exist_ok=True)
-    _clean_stale(tmp_dir)  # what killed ingests left behind
-    run_tmp = tempfile.mkdtemp(dir=tmp_dir, prefix=f"ingest-{os.getpid()}-")
+    layout = Layout.at(catalog_root)
+    os.makedirs(layout.tmp_dir, exist_ok=True)
+    _clean_stale(layout.tmp_dir)  # what killed ingests left behind
+    run_tmp = tempfile.mkdtemp(dir=layout.tmp_dir, prefix=f"ingest-{os.getpid()}-")
     results: list[ArchiveResult] = []
     plans: list[_Plan] = []
     executor: cf.Executor | None = None
@@ -246,15 +263,15 @@ def ingest(paths: Iterable[str], catalog_root: str | None = None, jobs: int | No
             except LayerdbError as e:
                 res.error = e
                 emit({"event": "error", "path": path, "error": str(e)})
-        if not plans or (len(plans) == len(results) and _all_known(plans, root)):
+        if not plans or (not verify and _all_known(plans, layout)):
             return IngestReport(results, time.monotonic() - t0)
-        from .catalog import Catalog
+        from .catalog.writer import Writer
 
-        with Catalog(root, writable=True, views=False) as cat:
-            cat.con.close()  # the catalog file stays unlocked while layers are read
+        with Writer.open(layout.root, wait=wait,
+                         on_wait=lambda msg: emit({"event": "wait", "message": msg})) as w:
             jobs = jobs or os.cpu_count() or 1
             executor = _InlineExecutor() if jobs <= 1 else _executor(jobs)
-            _run_plans(plans, cat, BlobStore(cat.blobs_dir), run_tmp, executor, emit)
+            _Run(plans, w, run_tmp, executor, emit, verify).go()
     finally:
         for plan in plans:
             plan.src.close()
@@ -264,23 +281,19 @@ def ingest(paths: Iterable[str], catalog_root: str | None = None, jobs: int | No
     return IngestReport(results, time.monotonic() - t0)
 
 
-def _all_known(plans: list[_Plan], root: str) -> bool:
-    """A re-ingest's shortcut: when the catalog's lookup index already holds every image of
-    every archive, with its refs and blob digests, there is nothing to do, and the catalog
-    (duckdb) is not even opened. The index never runs ahead of the catalog; when it lags, or
-    anything is new, this says False and the full path runs."""
-    from .lookup import LookupIndex
+def _all_known(plans: list[_Plan], layout: Any) -> bool:
+    """A re-ingest's shortcut: when the catalog's lookup index (valid for the database as it
+    is now) already holds every image of every archive, with its refs and blob digests, there
+    is nothing to do, and the catalog (duckdb) is not even opened."""
+    from .catalog.lookupindex import LookupIndex
 
-    idx = LookupIndex.open(root)
+    idx = LookupIndex.open(layout)
     if idx is None:
         return False
     try:
-        known = idx.known()
+        refs, blobs = idx.known()
     finally:
         idx.close()
-    if known is None:
-        return False
-    refs, blobs = known
     for img in (i for p in plans for i in p.images):
         if str(img.id) not in refs or {familiar_ref(r) for r in img.refs} - refs[str(img.id)]:
             return False
@@ -304,91 +317,210 @@ def _open_plan(res: ArchiveResult, run_tmp: str) -> _Plan:
         src.close()
         raise
     res.images = images
-    return _Plan(res, src, staging, images)
+    return _Plan(res, src, images)
 
 
-def _run_plans(plans: list[_Plan], cat: Catalog, store: BlobStore, run_tmp: str,
-               executor: cf.Executor, emit: Callable[[dict], None]) -> None:
-    with _reopen(cat):
-        ids = [i.id for p in plans for i in p.images]
-        layers = {str(l.diff_id): l for p in plans for i in p.images for l in i.layers}
-        known_images = cat.known_images(ids)
-        known_layers = {d for d in cat.known_layers(Digest(d) for d in layers)
-                        if store.has(Digest(d))}
-        known_blobs = cat.known_blobs(l.digest for l in layers.values() if l.digest)
-        known_refs = cat.refs_of(ids)
-    staging = tempfile.mkdtemp(dir=run_tmp)
-    reads: dict[str, cf.Future] = {}  # diff_id -> the read the plans share
-    owner: dict[cf.Future, LayerRef] = {}
+class _Run:
+    """The pool's work for one ingest: layer reads and blob checks, then member tables, then
+    the commits, each as soon as what it needs is ready."""
 
-    def submit(path: str, l: LayerRef) -> cf.Future:
-        job = LayerJob(l.blob, l.diff_id, l.digest, l.media_type, staging, path,
+    def __init__(self, plans: list[_Plan], w: Writer, run_tmp: str, executor: cf.Executor,
+                 emit: Callable[[dict], None], verify: bool) -> None:
+        self.plans = plans
+        self.w = w
+        self.executor = executor
+        self.emit = emit
+        self.verify = verify
+        self.staging = tempfile.mkdtemp(dir=run_tmp)
+        self.known: Known = w.known([i for p in plans for i in p.images])
+        self.reads: dict[str, cf.Future] = {}  # diff_id -> the read the plans share
+        self.checks: dict[str, cf.Future] = {}  # blob digest -> the check the plans share
+        self.builds: dict[str, cf.Future] = {}  # image id -> its member table
+        self.owner: dict[cf.Future, LayerRef] = {}
+        self.staged: dict[str, StagedLayer] = {}  # placed this run
+        self.results: dict[str, LayerResult] = {}  # diff_id -> read
+        self.pending: set[cf.Future] = set()
+
+    def _submit(self, fn: Callable[[LayerJob], LayerResult], path: str, l: LayerRef) -> cf.Future:
+        job = LayerJob(l.blob, l.diff_id, l.digest, l.media_type, self.staging, path,
                        f"{path}: layer {l.diff_id}")
-        fut = executor.submit(read_layer, job)
-        owner[fut] = l
+        fut = self.executor.submit(fn, job)
+        self.owner[fut] = l
+        self.pending.add(fut)
         return fut
 
-    for plan in plans:
-        todo = {str(l.diff_id): l for i in plan.images for l in i.layers
-                if str(l.diff_id) not in known_layers}
-        plan.refs = todo
-        emit({"event": "archive", "path": plan.res.path, "layers": len(todo),
-              "bytes": sum(l.blob.size() for l in todo.values())})
-        for d, l in todo.items():
-            if d not in reads:
-                reads[d] = submit(plan.res.path, l)
-            plan.waits[d] = reads[d]
-    committed: dict[str, LayerResult] = {}
-    pending = {f for p in plans for f in p.waits.values()}
-    for plan in plans:
-        if not plan.waits:
-            if _nothing_new(plan, known_images, known_blobs, known_refs):
-                plan.done = True  # a re-ingest: every image, blob and ref is recorded already
-                continue
-            _finish(plan, cat, store, committed, known_images, known_blobs, emit)
-    while pending:
-        finished, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-        for fut in finished:
-            l = owner[fut]
-            d = str(l.diff_id)
-            for plan in plans:
-                if plan.waits.get(d) is not fut or plan.done:
+    def go(self) -> None:
+        for plan in self.plans:
+            self._start(plan)
+        for plan in self.plans:
+            self._advance(plan)
+        while self.pending:
+            finished, self.pending = cf.wait(self.pending, return_when=cf.FIRST_COMPLETED)
+            for fut in finished:
+                self._landed(fut)
+            for plan in self.plans:
+                self._advance(plan)
+
+    def _start(self, plan: _Plan) -> None:
+        path = plan.res.path
+        todo_bytes = 0
+        for img in plan.images:
+            for l in img.layers:
+                d = str(l.diff_id)
+                if d in self.known.layers:
+                    # cached: never read again; a blob digest not yet verified is checked
+                    # before it is recorded (and every blob with --verify)
+                    if l.digest is None or (str(l.digest) in self.known.blobs and not self.verify):
+                        continue
+                    key = str(l.digest)
+                    if key not in plan.waits:
+                        if key not in self.checks:
+                            self.checks[key] = self._submit(verify_blob, path, l)
+                        plan.waits[key] = self.checks[key]
+                        plan.refs[key] = l
+                        todo_bytes += l.blob.size()
                     continue
-                emit({"event": "layer", "path": plan.res.path, "bytes": plan.refs[d].blob.size()})
-                if fut.cancelled() or fut.exception() is not None:
-                    if plan.refs[d] is not l:
-                        # another archive's copy failed; this archive reads its own
-                        plan.waits[d] = submit(plan.res.path, plan.refs[d])
-                        pending.add(plan.waits[d])
-        for plan in plans:
-            if plan.done or not plan.waits:
-                continue
-            failed = [f for f in plan.waits.values() if f.done() and
-                      (f.cancelled() or f.exception() is not None)]
-            if failed:
-                plan.done = True
-                err = None if failed[0].cancelled() else failed[0].exception()
-                plan.res.error = _as_error(plan.res.path, err)
-                emit({"event": "error", "path": plan.res.path, "error": str(plan.res.error)})
-                live = {f for q in plans if not q.done for f in q.waits.values()}
-                for f in plan.waits.values():
-                    if f not in live:
-                        f.cancel()
-                continue
-            if all(f.done() for f in plan.waits.values()):
-                _finish(plan, cat, store, committed, known_images, known_blobs, emit)
+                if d not in plan.waits:
+                    if d not in self.reads:
+                        self.reads[d] = self._submit(read_layer, path, l)
+                    plan.waits[d] = self.reads[d]
+                    plan.refs[d] = l
+                    todo_bytes += l.blob.size()
+        self.emit({"event": "archive", "path": path, "layers": len(plan.waits), "bytes": todo_bytes})
 
+    def _landed(self, fut: cf.Future) -> None:
+        if fut in self.owner and not fut.cancelled() and fut.exception() is None:
+            r: LayerResult = fut.result()
+            d = str(r.diff_id)
+            if r.store_tmp and d not in self.staged:  # a read (not a check): place it now
+                from .catalog.writer import StagedLayer
 
-def _nothing_new(plan: _Plan, known_images: set[str], known_blobs: set[str],
-                 known_refs: dict[str, set[str]]) -> bool:
-    for img in plan.images:
-        if str(img.id) not in known_images:
-            return False
-        if any(l.digest is not None and str(l.digest) not in known_blobs for l in img.layers):
-            return False
-        if {familiar_ref(r) for r in img.refs} - known_refs.get(str(img.id), set()):
-            return False
-    return True
+                s = StagedLayer(r.diff_id, r.size, r.compressed_size, r.stored_size,
+                                r.member_count, r.file_bytes, r.store_tmp, r.parquet_tmp,
+                                r.index_tmp)
+                try:
+                    self.w.place_layer(s)
+                except OSError as e:
+                    self._fail_layer(d, LayerdbError(f"placing layer {d}: {e.strerror or e}"))
+                    return
+                self.staged[d] = s
+                self.results[d] = r
+        for plan in self.plans:
+            if plan.done:
+                continue
+            for key, f in list(plan.waits.items()):
+                if f is not fut:
+                    continue
+                self.emit({"event": "layer", "path": plan.res.path, "bytes": plan.refs[key].blob.size()})
+                failed = fut.cancelled() or fut.exception() is not None
+                if failed and fut in self.owner and plan.refs[key] is not self.owner[fut]:
+                    # another archive's copy failed; this archive reads its own
+                    fn = verify_blob if key in self.checks else read_layer
+                    plan.waits[key] = self._submit(fn, plan.res.path, plan.refs[key])
+
+    def _fail_layer(self, d: str, err: LayerdbError) -> None:
+        for plan in self.plans:
+            if not plan.done and d in plan.waits:
+                self._fail(plan, err)
+
+    def _fail(self, plan: _Plan, err: BaseException | None) -> None:
+        plan.done = True
+        plan.res.error = _as_error(plan.res.path, err)
+        self.emit({"event": "error", "path": plan.res.path, "error": str(plan.res.error)})
+        live = {f for q in self.plans if not q.done for f in (*q.waits.values(), *q.builds.values())}
+        for f in (*plan.waits.values(), *plan.builds.values()):
+            if f not in live:
+                f.cancel()
+
+    def _advance(self, plan: _Plan) -> None:
+        if plan.done:
+            return
+        jobs = list(plan.waits.values()) + list(plan.builds.values())
+        failed = [f for f in jobs if f.done() and (f.cancelled() or f.exception() is not None)]
+        if failed:
+            self._fail(plan, None if failed[0].cancelled() else failed[0].exception())
+            return
+        if not all(f.done() for f in plan.waits.values()):
+            return
+        if not plan.waits and self.known.nothing_new(plan.images):
+            plan.done = True  # a re-ingest: every image, blob and ref is recorded already
+            return
+        if any(str(l.diff_id) not in self.staged and str(l.diff_id) not in self.known.layers
+               for i in plan.images for l in i.layers):
+            return  # a layer's placement failed: _fail_layer has said so
+        # every layer is in place: build the member table of each new image
+        for img in plan.images:
+            i = str(img.id)
+            if i in self.known.images or i in plan.builds:
+                continue
+            if i not in self.builds:
+                from .catalog.members import MaterializeJob, materialize
+
+                lay = self.w.layout
+                job = MaterializeJob(
+                    i, tuple((p, str(l.diff_id), lay.files(l.diff_id)) for p, l in enumerate(img.layers)),
+                    os.path.join(self.staging, img.id.hex + ".members.parquet"),
+                    os.path.join(self.staging, img.id.hex + ".fate"))
+                fut = self.executor.submit(materialize, job)
+                self.pending.add(fut)
+                self.builds[i] = fut
+            plan.builds[i] = self.builds[i]
+        if all(f.done() for f in plan.builds.values()):
+            self._record(plan)
+
+    def _record(self, plan: _Plan) -> None:
+        from .catalog import BlobRecord
+        from .catalog.writer import StagedArchive, StagedImage
+
+        plan.done = True
+        reads = {d: r for d, r in self.results.items()}
+        checks = {k: f.result() for k, f in plan.waits.items() if k in self.checks}
+        images = [_with_blob_digests(i, reads) for i in plan.images]
+        staged: list[StagedImage] = []
+        for img in images:
+            i = str(img.id)
+            if i in self.known.images:
+                staged.append(StagedImage(img))
+                continue
+            b = plan.builds[i].result()
+            job_members = os.path.join(self.staging, img.id.hex + ".members.parquet")
+            job_fate = os.path.join(self.staging, img.id.hex + ".fate")
+            first = os.path.exists(job_members)  # an image in two archives: recorded once
+            staged.append(StagedImage(img, job_members if first else None,
+                                      job_fate if first else None, b.members, b.visible))
+        blobs: dict[str, BlobRecord] = {}
+        sizes: dict[str, tuple[int, int]] = {}
+        for img in images:
+            for l in img.layers:
+                d = str(l.diff_id)
+                got = reads.get(d) if d in plan.waits else None
+                checked = checks.get(str(l.digest)) if l.digest is not None else None
+                if got is not None:
+                    sizes[d] = (got.compressed_size, got.size)
+                verified = got or checked
+                if verified is None:
+                    continue  # a cached layer whose blob was recorded already (or has no digest)
+                digest = l.digest or verified.digest
+                if str(digest) in self.known.blobs:
+                    continue
+                size = l.size if l.size >= 0 else verified.compressed_size
+                blobs[str(digest)] = BlobRecord(digest, l.diff_id, l.media_type, size)
+        new = [self.staged[d] for d in plan.waits if d in self.staged]
+        archive = StagedArchive(os.path.abspath(plan.res.path), staged, list(blobs.values()), sizes)
+        try:
+            self.w.record(archive, new)
+        except LayerdbError as e:
+            plan.res.error = e
+            self.emit({"event": "error", "path": plan.res.path, "error": str(e)})
+            return
+        res = plan.res
+        res.new_images = len({str(i.id) for i in images} - self.known.images)
+        fresh = [s for s in new if str(s.diff_id) not in self.known.layers]
+        res.new_layers = len(fresh)
+        res.bytes_read = sum(s.compressed_size for s in fresh)
+        self.known.images.update(str(i.id) for i in images)
+        self.known.layers.update(str(s.diff_id) for s in new)
+        self.known.blobs.update(blobs)
 
 
 def _as_error(path: str, e: BaseException | None) -> LayerdbError:
@@ -396,83 +528,9 @@ def _as_error(path: str, e: BaseException | None) -> LayerdbError:
         return e
     if isinstance(e, cf.process.BrokenProcessPool):
         return LayerdbError(f"{path}: a worker process died")
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        return LayerdbError(f"{path}: no space left on device")
     return LayerdbError(f"{path}: {e or 'cancelled'}")
-
-
-def _finish(plan: _Plan, cat: Catalog, store: BlobStore, committed: dict[str, LayerResult],
-            known_images: set[str], known_blobs: set[str], emit: Callable[[dict], None]) -> None:
-    plan.done = True
-    results = {d: f.result() for d, f in plan.waits.items()}
-    new = {d: r for d, r in results.items() if d not in committed}
-    try:
-        _commit(plan.res.path, cat, store, plan.images, results, new, known_images, known_blobs,
-                plan.staging)
-    except LayerdbError as e:
-        plan.res.error = e
-        emit({"event": "error", "path": plan.res.path, "error": str(e)})
-        return
-    committed.update(new)
-    plan.res.new_images = len({str(i.id) for i in plan.images} - known_images)
-    plan.res.new_layers = len(new)
-    plan.res.bytes_read = sum(r.compressed_size for r in new.values())
-    known_images.update(str(i.id) for i in plan.images)
-    known_blobs.update(str(l.digest) for i in plan.images for l in i.layers if l.digest)
-
-
-class _reopen:
-    """Opens the catalog's DuckDB file for the length of a ``with`` block."""
-
-    def __init__(self, cat: Catalog) -> None:
-        self.cat = cat
-
-    def __enter__(self) -> Catalog:
-        db = os.path.join(self.cat.root, "catalog.duckdb")
-        self.cat.con = type(self.cat)._connect(db, True, 60.0)
-        return self.cat
-
-    def __exit__(self, *exc: object) -> None:
-        self.cat.con.close()
-
-
-def _commit(path: str, cat: Catalog, store: BlobStore, images: list[Image],
-            done: dict[str, LayerResult], new: dict[str, LayerResult], known_images: set[str],
-            known_blobs: set[str], staging: str) -> None:
-    """Record one archive: ``done`` has every layer read for it, ``new`` those not yet
-    moved into place by an earlier archive of the same run."""
-    from .catalog import BlobRecord, LayerRecord
-
-    images = [_with_blob_digests(i, done) for i in images]
-    # 1. put the verified files in place (still invisible: no catalog row names them)
-    for d, r in new.items():
-        store.adopt(r.store_tmp, r.diff_id)
-        os.replace(r.parquet_tmp, cat.files_path(d))
-    # 2. the merged view of every new image
-    fs_tmp: dict[str, str] = {}
-    for img in images:
-        if str(img.id) not in known_images and str(img.id) not in fs_tmp:
-            fs_tmp[str(img.id)] = os.path.join(staging, img.id.hex + ".fs.parquet")
-    by_id = {str(i.id): i for i in images}
-    cat.materialize_fs([(by_id[i], out) for i, out in fs_tmp.items()])
-    for image_id, tmp in fs_tmp.items():
-        os.replace(tmp, cat.fs_path(image_id))
-    # 3. one transaction records it all
-    layers = [LayerRecord(r.diff_id, r.size, r.stored_size, r.member_count, r.file_bytes)
-              for r in new.values()]
-    blobs: dict[str, BlobRecord] = {}
-    for img in images:
-        for l in img.layers:
-            got = done.get(str(l.diff_id))
-            digest = l.digest or (got.digest if got else None)
-            if digest is None or str(digest) in known_blobs:
-                continue
-            size = l.size if l.size >= 0 else (got.compressed_size if got else -1)
-            blobs[str(digest)] = BlobRecord(digest, l.diff_id, l.media_type, size)
-    with _reopen(cat):
-        sizes = {d: (int(s), int(u)) for d, s, u in cat.con.execute(
-            "select diff_id, coalesce(compressed_size, 0), size from layer_meta").fetchall()}
-        for r in done.values():
-            sizes[str(r.diff_id)] = (r.compressed_size, r.size)
-        cat.commit_archive(images, layers, list(blobs.values()), sizes, os.path.abspath(path))
 
 
 def _with_blob_digests(img: Image, done: dict[str, LayerResult]) -> Image:

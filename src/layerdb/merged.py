@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .lookup import ImageRow
+from .selection import ImageRow
 
 
 @dataclass(frozen=True)
@@ -98,53 +98,34 @@ class MergedView(Protocol):
         """``path`` and every entry below it, sorted by raw path."""
         ...
 
+    def member(self, image_id: str, position: int, path: str) -> FsEntry | None:
+        """The member at ``path`` as layer ``position`` stores it, visible or not."""
+        ...
+
     def close(self) -> None: ...
 
 
-def open_view(root: str, image: str | None = None) -> MergedView:
-    """The cheapest backend that knows the catalog at ``root``: the lookup index when it holds
-    ``image`` (or any image, when ``image`` is None), else the DuckDB catalog."""
-    from .lookup import LookupIndex
+def open_view(root: str | None = None, image: str | None = None) -> MergedView:
+    """The merged views of the catalog at ``root`` (default: ``$LAYERDB_HOME``...), read
+    without duckdb or pyarrow: images from ``lookup.sqlite``, entries from the layer indexes
+    and each image's fate file. When the lookup index is missing or stale (it says so: it is
+    stamped with the database it describes), it is rebuilt from the catalog first. Raises
+    ``NoCatalog`` when there is no catalog. ``image`` is accepted for symmetry; any image of
+    the catalog can be asked for."""
+    from .catalog.fastview import FastView
+    from .catalog.layout import Layout
+    from .catalog.lookupindex import LookupIndex
 
-    idx = LookupIndex.open(root)
-    if idx is not None:
-        try:
-            if image is None or idx.resolve_image(image, None):
-                return _Adapter(idx)
-        except Exception:  # noqa: BLE001 - not indexed (yet): the catalog answers
-            pass
-        idx.close()
-    from .catalog import Catalog
+    layout = Layout.at(root)
+    idx = LookupIndex.open(layout)
+    if idx is None:
+        from .catalog.db import refresh_lookup_from_catalog
 
-    return _Adapter(Catalog(root))
+        refresh_lookup_from_catalog(layout)
+        idx = LookupIndex.open(layout)
+        if idx is None:
+            from .errors import CatalogError
 
-
-class _Adapter:
-    """``MergedView`` over a backend whose rows are dicts (lookup index or catalog)."""
-
-    def __init__(self, backend: Any) -> None:
-        self.backend = backend
-
-    def images(self) -> list[ImageRow]:
-        if hasattr(self.backend, "images"):
-            return self.backend.images()
-        return self.backend._image_rows("true", [])
-
-    def resolve_image(self, ref: str | None, platform: str | None = None) -> ImageRow:
-        return self.backend.resolve_image(ref, platform)
-
-    def lookup(self, image_id: str, paths: Sequence[str]) -> dict[str, FsEntry]:
-        return {p: FsEntry.from_row(r) for p, r in self.backend.lookup(image_id, paths).items()}
-
-    def subtree(self, image_id: str, path: str) -> Iterator[FsEntry]:
-        for r in self.backend.subtree(image_id, path):
-            yield FsEntry.from_row(r)
-
-    def close(self) -> None:
-        self.backend.close()
-
-    def __enter__(self) -> _Adapter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+            raise CatalogError(f"catalog {layout.root}: cannot build its lookup index "
+                               "(is the directory writable?)")
+    return FastView(layout, idx)

@@ -1,0 +1,344 @@
+"""Member fate: for each member of each layer of one image, whether a running container sees
+it, and if not, which layer hides it and how (OCI image-spec, layer.md).
+
+This is the one place that knows the whiteout rules; the ``members`` and ``fs`` views, the
+reports and extract read its results. Identity is the member's raw path bytes
+(``coalesce(raw_path, utf-8 of path)``): two names that print alike are still two files.
+
+A member is
+- ``visible``: the top entry at its path, not deleted, and not a whiteout marker;
+- hidden by ``override``: a later member at the same path (a higher layer, or later in the
+  same layer) replaces it;
+- hidden by ``whiteout``: a ``.wh.NAME`` in a higher layer deletes its path or an ancestor;
+- hidden by ``opaque``: a ``.wh..wh..opq`` in a higher layer empties an ancestor directory;
+- hidden by ``ancestor``: a higher layer puts a non-directory where an ancestor directory was
+  (the runtime removes the directory and everything below it);
+- ``invalid``: a non-directory named ``/`` (a member called ``.``), which no runtime creates.
+``hidden_by_position`` is the layer where the member leaves the stack: the lowest of the
+layers that hide it. Whiteout and opaque markers themselves are never visible and have no
+hider.
+
+Work is vectorised (pyarrow, numpy) over the image's members sorted by identity: one sort,
+then a scan of neighbours for overrides and a binary search per deletion for subtrees, so the
+cost is a sort of the image's members and memory a few arrays of them.
+"""
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+KINDS = ("override", "whiteout", "opaque", "ancestor", "invalid")
+_K_OVERRIDE, _K_WHITEOUT, _K_OPAQUE, _K_ANCESTOR, _K_INVALID = range(1, 6)
+_NEVER = np.iinfo(np.int32).max
+
+MEMBER_COLUMNS = ("idx", "path", "raw_path", "type", "whiteout", "linkname")
+
+
+def identity(path: pa.ChunkedArray | pa.Array, raw: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """The identity bytes of each member: its raw name when the name is not UTF-8, else the
+    UTF-8 bytes of its path."""
+    return pc.coalesce(raw, pc.cast(path, pa.binary()))
+
+
+def _parent(key: bytes) -> bytes:
+    if key == b"/":
+        return b""
+    p = key.rsplit(b"/", 1)[0]
+    return p or b"/"
+
+
+def _ancestors(key: bytes) -> Iterator[bytes]:
+    while key not in (b"/", b""):
+        key = _parent(key)
+        yield key
+
+
+def _under(prefix: bytes) -> tuple[bytes, bytes]:
+    """The bounds of the keys strictly below ``prefix`` in byte order: [lo, hi)."""
+    if prefix == b"/":
+        return b"/", b"0"  # every key but "/" itself (filtered by the caller)
+    return prefix + b"/", prefix + b"0"  # '0' follows '/'
+
+
+@dataclass
+class LayerFate:
+    """The fate of every member of the layer at ``position``, indexed by member number."""
+
+    position: int
+    diff_id: str
+    visible: np.ndarray  # bool
+    hidden_by_position: np.ndarray  # int32, -1: none
+    hidden_by_kind: np.ndarray  # int8: 0 none, else index into KINDS + 1
+
+
+@dataclass
+class HardlinkTarget:
+    layer: str
+    offset: int
+    size: int
+    sha256: str | None
+    sparse: object = None
+
+
+@dataclass
+class ImageFate:
+    layers: list[LayerFate]
+    # (position, idx) of a visible hardlink -> the member whose bytes it has
+    links: dict[tuple[int, int], HardlinkTarget] = field(default_factory=dict)
+    # directories no layer has an entry for, with the position of the first member below them
+    implied: dict[bytes, int] = field(default_factory=dict)
+
+    def hidden_keys(self) -> np.ndarray:
+        """Sorted ``position << 32 | idx`` of every member that is not visible."""
+        parts = []
+        for lf in self.layers:
+            idx = np.flatnonzero(~lf.visible).astype(np.int64)
+            parts.append((np.int64(lf.position) << 32) | idx)
+        if not parts:
+            return np.zeros(0, dtype=np.int64)
+        return np.sort(np.concatenate(parts))
+
+
+def _read(path: str) -> pa.Table:
+    return pq.read_table(path, columns=list(MEMBER_COLUMNS))
+
+
+def compute(layers: Sequence[tuple[int, str, str]]) -> ImageFate:
+    """The fate of every member of one image. ``layers``: (position, diff_id, path of the
+    layer's files Parquet), base first."""
+    tables = [_read(p) for _, _, p in layers]
+    counts = [t.num_rows for t in tables]
+    n = sum(counts)
+    pos = np.concatenate([np.full(c, p, dtype=np.int32) for (p, _, _), c in zip(layers, counts)]) \
+        if n else np.zeros(0, dtype=np.int32)
+    idx = np.concatenate([t.column("idx").to_numpy().astype(np.int32) for t in tables]) \
+        if n else np.zeros(0, dtype=np.int32)
+    keys_l = [identity(t.column("path"), t.column("raw_path")) for t in tables]
+    keys = pa.chunked_array([k for ka in keys_l for k in (ka.chunks if isinstance(ka, pa.ChunkedArray) else [ka])],
+                            type=pa.binary()).combine_chunks() if n else pa.array([], pa.binary())
+    wh = np.concatenate([_code(t.column("whiteout"), {"whiteout": 1, "opaque": 2}) for t in tables]) \
+        if n else np.zeros(0, dtype=np.int8)
+    typ = pa.chunked_array([c for t in tables for c in t.column("type").chunks], type=pa.string()) \
+        if n else pa.chunked_array([], pa.string())
+    is_dir = np.asarray(pc.equal(typ, "dir").to_numpy(zero_copy_only=False), dtype=bool) \
+        if n else np.zeros(0, dtype=bool)
+    is_link = np.asarray(pc.equal(typ, "hardlink").to_numpy(zero_copy_only=False), dtype=bool) \
+        if n else np.zeros(0, dtype=bool)
+
+    # the key a member sets: a whiteout marker sets (deletes) the path it hides
+    gkeys_py: dict[int, bytes] = {}
+    deletions: list[tuple[bytes, int, int]] = []  # (prefix, position, kind): below prefix
+    for g in np.flatnonzero(wh).tolist():
+        k = keys[g].as_py()
+        parent, _, base = k.rpartition(b"/")
+        parent = parent or b"/"
+        if wh[g] == 1:
+            hides = (parent.rstrip(b"/") + b"/" + base[4:]) if parent != b"/" else b"/" + base[4:]
+            gkeys_py[g] = hides
+            deletions.append((hides, int(pos[g]), _K_WHITEOUT))
+        else:
+            deletions.append((parent, int(pos[g]), _K_OPAQUE))
+    gkeys = keys
+    if gkeys_py:
+        lst = keys.to_pylist()
+        for g, k in gkeys_py.items():
+            lst[g] = k
+        gkeys = pa.array(lst, type=pa.binary())
+
+    hidden_by = np.full(n, _NEVER, dtype=np.int32)
+    kind = np.zeros(n, dtype=np.int8)
+    visible = np.zeros(n, dtype=bool)
+    sorted_keys: list[bytes] | None = None
+    order = np.zeros(0, dtype=np.int64)
+    if n:
+        sort_tbl = pa.table({"k": gkeys, "p": pa.array(pos), "i": pa.array(idx)})
+        order = pc.sort_indices(sort_tbl, sort_keys=[("k", "ascending"), ("p", "ascending"),
+                                                     ("i", "ascending")]).to_numpy()
+        sk = gkeys.take(pa.array(order))
+        # opaque markers occupy no key: they never override anything
+        not_opq = wh[order] != 2
+        same = np.zeros(n, dtype=bool)
+        if n > 1:
+            same[:-1] = np.asarray(pc.equal(sk.slice(0, n - 1), sk.slice(1)).to_numpy(
+                zero_copy_only=False), dtype=bool)
+        # the next non-opaque member at the same key (opaque markers sort by their own key,
+        # which no other member shares but another opaque marker; skip them as followers)
+        nxt = np.arange(1, n + 1)
+        has_next = same & not_opq & np.append(not_opq[1:], False)
+        sp = pos[order]
+        g_next = np.where(has_next, order[np.minimum(nxt, n - 1)], -1)
+        over = has_next
+        og = order[over]
+        hidden_by[og] = sp[np.minimum(nxt, n - 1)][over]
+        kind[og] = np.where(wh[g_next[over]] == 1, _K_WHITEOUT, _K_OVERRIDE)
+        # a non-directory over a lower directory (or over anything a lower layer put below
+        # it) deletes that subtree
+        parents_below: set[bytes] = set()
+        starts = np.cumsum([0] + counts)
+        for li, (p, _, _) in enumerate(layers):
+            lo, hi = int(starts[li]), int(starts[li + 1])
+            if li > 0 and parents_below and hi > lo:
+                cand = np.flatnonzero(~is_dir[lo:hi] & (wh[lo:hi] == 0)) + lo
+                if len(cand):
+                    ck = keys.take(pa.array(cand))
+                    hit = pc.is_in(ck, value_set=pa.array(list(parents_below), pa.binary()))
+                    for g in cand[np.asarray(hit.to_numpy(zero_copy_only=False), dtype=bool)].tolist():
+                        deletions.append((keys[g].as_py(), int(pos[g]), _K_ANCESTOR))
+            # the directories this layer puts (or implies) below everything above it
+            par = pc.unique(_parents(tables[li])).to_pylist()
+            for d in par:
+                if not d:
+                    continue
+                parents_below.add(d)
+                parents_below.update(_ancestors(d))
+            parents_below.discard(b"")
+        # deletions hide what lies strictly below their prefix in lower layers
+        if deletions:
+            sorted_keys = sk.to_pylist()
+            for prefix, p, k in deletions:
+                a, b = _under(prefix)
+                lo = bisect.bisect_left(sorted_keys, a)
+                hi = bisect.bisect_left(sorted_keys, b)
+                if prefix == b"/":
+                    lo = bisect.bisect_right(sorted_keys, b"/")
+                if hi <= lo:
+                    continue
+                gs = order[lo:hi]
+                m = (pos[gs] < p) & (p < hidden_by[gs])
+                hit_g = gs[m]
+                hidden_by[hit_g] = p
+                kind[hit_g] = k
+        # a non-directory at "/" is no file any runtime creates
+        root = np.flatnonzero(np.asarray(pc.equal(keys, pa.scalar(b"/", pa.binary())).to_numpy(
+            zero_copy_only=False), dtype=bool) & ~is_dir)
+        kind[root] = _K_INVALID
+        hidden_by[root] = np.where(hidden_by[root] == _NEVER, -1, hidden_by[root])
+        visible = (kind == 0) & (wh == 0)
+        markers = wh != 0  # never visible, hidden by nothing
+        kind[markers] = 0
+        hidden_by[markers] = _NEVER
+
+    fate = ImageFate(layers=[])
+    starts = np.cumsum([0] + counts)
+    for li, (p, d, _) in enumerate(layers):
+        lo, hi = int(starts[li]), int(starts[li + 1])
+        hb = hidden_by[lo:hi].copy()
+        hb[hb == _NEVER] = -1
+        fate.layers.append(LayerFate(p, d, visible[lo:hi].copy(), hb, kind[lo:hi].copy()))
+
+    if n:
+        _links(fate, tables, layers, keys, pos, idx, visible, is_link, order, gkeys, starts,
+               sorted_keys)
+        _implied(fate, keys, pos, visible, is_dir)
+    return fate
+
+
+def _code(col: pa.ChunkedArray, codes: dict[str, int]) -> np.ndarray:
+    out = np.zeros(len(col), dtype=np.int8)
+    vals = col.to_numpy(zero_copy_only=False)
+    for text, c in codes.items():
+        out[vals == text] = c
+    return out
+
+
+def _parents(t: pa.Table) -> pa.Array:
+    """The identity of each member's parent directory."""
+    keys = identity(t.column("path"), t.column("raw_path"))
+    keys = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
+    return pc.unique(_parent_array(keys))
+
+
+def _links(fate: ImageFate, tables: list[pa.Table], layers: Sequence[tuple[int, str, str]],
+           keys: pa.Array, pos: np.ndarray, idx: np.ndarray, visible: np.ndarray,
+           is_link: np.ndarray, order: np.ndarray, gkeys: pa.Array, starts: np.ndarray,
+           sorted_keys: list[bytes] | None) -> None:
+    """Each visible hardlink's bytes: the newest regular file at its target, at or below the
+    link (earlier in the same layer), as a runtime unpacking the layers in order links it."""
+    vis_links = np.flatnonzero(visible & is_link)
+    if not len(vis_links):
+        return
+    if sorted_keys is None:
+        sorted_keys = gkeys.take(pa.array(order)).to_pylist()
+    layer_of = np.searchsorted(starts, np.arange(len(pos)), side="right") - 1
+    extra: dict[int, pa.Table] = {}
+
+    def table(li: int) -> pa.Table:
+        if li not in extra:
+            extra[li] = pq.read_table(layers[li][2], columns=["type", "offset_data", "size",
+                                                              "sha256"])
+        return extra[li]
+
+    for g in vis_links.tolist():
+        li = int(layer_of[g])
+        link = tables[li].column("linkname")[int(g - starts[li])].as_py()
+        if not link:
+            continue
+        target = link.encode("utf-8", "surrogateescape")
+        lo = bisect.bisect_left(sorted_keys, target)
+        hi = bisect.bisect_right(sorted_keys, target)
+        best = None
+        for j in range(lo, hi):
+            t = int(order[j])
+            if (pos[t], idx[t]) >= (pos[g], idx[g]):
+                continue
+            tl = int(layer_of[t])
+            row = int(t - starts[tl])
+            if table(tl).column("type")[row].as_py() != "file":
+                continue
+            if best is None or (pos[t], idx[t]) > (pos[best], idx[best]):
+                best = t
+        if best is None:
+            continue
+        tl = int(layer_of[best])
+        row = int(best - starts[tl])
+        tt = table(tl)
+        fate.links[(int(pos[g]), int(idx[g]))] = HardlinkTarget(
+            layers[tl][1], int(tt.column("offset_data")[row].as_py() or 0),
+            int(tt.column("size")[row].as_py() or 0), tt.column("sha256")[row].as_py())
+
+
+def _implied(fate: ImageFate, keys: pa.Array, pos: np.ndarray, visible: np.ndarray,
+             is_dir: np.ndarray) -> None:
+    """Directories that visible entries sit in but no visible member is: a runtime creates
+    them (0755, root). Each gets the position of the lowest member below it. Any visible
+    entry counts, not only a directory: a symlink or file that a hostile layer put members
+    below stays what it is (extract refuses to write through it)."""
+    vis = np.flatnonzero(visible)
+    if not len(vis):
+        return
+    vkeys = keys.take(pa.array(vis))
+    par = pa.table({"k": _parent_array(vkeys), "p": pa.array(pos[vis])})
+    grouped = par.group_by("k").aggregate([("p", "min")])
+    gk = grouped.column("k")
+    present = np.asarray(pc.is_in(gk, value_set=vkeys).to_numpy(zero_copy_only=False), dtype=bool)
+    missing = {k: p for k, p, here in zip(gk.to_pylist(), grouped.column("p_min").to_pylist(), present)
+               if not here and k}
+    if not missing:
+        return
+    # their ancestors may be missing too: one membership test for all of them
+    cand: dict[bytes, int] = {}
+    for k, p in missing.items():
+        for a in (k, *_ancestors(k)):
+            if a and a != b"/":
+                cand[a] = min(p, cand.get(a, p))
+    ck = list(cand)
+    here = pc.is_in(pa.array(ck, pa.binary()), value_set=vkeys).to_pylist()
+    fate.implied = {k: cand[k] for k, h in zip(ck, here) if not h}
+
+
+def _parent_array(keys: pa.Array) -> pa.Array:
+    """dirname of each identity, vectorised through a string view when every key is UTF-8."""
+    try:
+        s = pc.cast(keys, pa.string())
+    except pa.ArrowInvalid:
+        return pa.array([_parent(k) for k in keys.to_pylist()], pa.binary())
+    par = pc.replace_substring_regex(s, pattern="/[^/]*$", replacement="")
+    par = pc.if_else(pc.equal(par, ""), pa.scalar("/"), par)
+    par = pc.if_else(pc.equal(s, "/"), pa.scalar(""), par)
+    return pc.cast(par, pa.binary())

@@ -1,0 +1,211 @@
+"""An image's members with their fate: the Parquet behind the ``members`` and ``fs`` views,
+and the compact fate file behind the DuckDB-free lookup. Written at ingest, in a worker, once
+per image (``materialize``); read by the catalog's views and by ``fastview``.
+
+The Parquet holds every member of every layer of the image, layer by layer in tar order, with
+the layer's columns (``files``) and: ``image_id``, ``position``, ``visible``,
+``hidden_by_position``, ``hidden_by_kind``, and for a visible hardlink the member whose bytes
+it has (``content_layer``, ``content_offset``, ``content_size``, ``content_sha256``). Then one
+row per implied directory (a directory no layer has an entry for; ``idx`` -1).
+
+The fate file (``members/<image hex>.fate``): ``LDBFATE1``, a u64 header length, a JSON
+header (the layers' diff_ids by position, the hardlink targets, the implied directories), then
+the sorted int64 ``position << 32 | idx`` of every member that is not visible.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .fate import ImageFate
+
+MAGIC = b"LDBFATE1"
+ROW_GROUP = 65536
+
+
+@dataclass(frozen=True)
+class MaterializeJob:
+    """One image to materialise: (position, diff_id, files Parquet) of each layer."""
+
+    image_id: str
+    layers: tuple[tuple[int, str, str], ...]
+    members_out: str
+    fate_out: str
+
+
+@dataclass(frozen=True)
+class MaterializeResult:
+    image_id: str
+    members: int
+    visible: int
+
+
+def materialize(job: MaterializeJob) -> MaterializeResult:
+    """Compute the image's member fates and write its members Parquet and fate file."""
+    from .fate import compute
+
+    fate = compute(job.layers)
+    _write_members(job, fate)
+    write_fate(job.fate_out, fate)
+    return MaterializeResult(job.image_id, sum(len(lf.visible) for lf in fate.layers),
+                             sum(int(lf.visible.sum()) for lf in fate.layers) + len(fate.implied))
+
+
+def _write_members(job: MaterializeJob, fate: ImageFate) -> None:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .fate import KINDS
+
+    kinds = pa.array([None, *KINDS], pa.string())
+    schema = None
+    writer = None
+    tmp = job.members_out + ".tmp"
+    try:
+        for (position, diff_id, path), lf in zip(job.layers, fate.layers):
+            pf = pq.ParquetFile(path)
+            if schema is None:
+                schema = _schema(pf.schema_arrow)
+                writer = pq.ParquetWriter(tmp, schema, compression="zstd")
+            start = 0
+            links = {i: t for (p, i), t in fate.links.items() if p == position}
+            for batch in pf.iter_batches(batch_size=ROW_GROUP):
+                n = batch.num_rows
+                sl = slice(start, start + n)
+                hb = lf.hidden_by_position[sl]
+                c_layer: list = [None] * n
+                c_off: list = [None] * n
+                c_size: list = [None] * n
+                c_sha: list = [None] * n
+                for i, t in links.items():
+                    if start <= i < start + n:
+                        c_layer[i - start], c_off[i - start] = t.layer, t.offset
+                        c_size[i - start], c_sha[i - start] = t.size, t.sha256
+                extra = [
+                    pa.array([job.image_id] * n, pa.string()),
+                    pa.array(np.full(n, position, dtype=np.int32)),
+                    pa.array(lf.visible[sl]),
+                    pa.array(hb, mask=hb < 0, type=pa.int32()),
+                    kinds.take(pa.array(lf.hidden_by_kind[sl].astype(np.int32))),
+                    pa.array(c_layer, pa.string()), pa.array(c_off, pa.int64()),
+                    pa.array(c_size, pa.int64()), pa.array(c_sha, pa.string()),
+                ]
+                cols = extra + [batch.column(name) for name in pf.schema_arrow.names]
+                assert writer is not None
+                writer.write_batch(pa.RecordBatch.from_arrays(cols, schema=schema))
+                start += n
+        if schema is None:  # an image without layers
+            from .db import empty_members_schema
+
+            schema = empty_members_schema()
+            writer = pq.ParquetWriter(tmp, schema, compression="zstd")
+        if fate.implied:
+            writer.write_batch(_implied_batch(job, fate, schema))  # type: ignore[union-attr]
+        writer.close()  # type: ignore[union-attr]
+        writer = None
+        os.replace(tmp, job.members_out)
+    finally:
+        if writer is not None:
+            writer.close()
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+MEMBER_EXTRA = (
+    ("image_id", "string"), ("position", "int32"), ("visible", "bool_"),
+    ("hidden_by_position", "int32"), ("hidden_by_kind", "string"),
+    ("content_layer", "string"), ("content_offset", "int64"), ("content_size", "int64"),
+    ("content_sha256", "string"),
+)
+
+
+def _schema(files_schema):  # type: ignore[no-untyped-def]
+    import pyarrow as pa
+
+    fields = [pa.field(n, getattr(pa, t)()) for n, t in MEMBER_EXTRA]
+    return pa.schema(fields + list(files_schema))
+
+
+def _implied_batch(job: MaterializeJob, fate: ImageFate, schema):  # type: ignore[no-untyped-def]
+    import pyarrow as pa
+
+    keys = sorted(fate.implied)
+    n = len(keys)
+    by_pos = {p: d for p, d, _ in job.layers}
+    values = {
+        "image_id": [job.image_id] * n, "position": [fate.implied[k] for k in keys],
+        "visible": [True] * n, "layer": [by_pos.get(fate.implied[k]) for k in keys],
+        "idx": [-1] * n, "path": [_display(k) for k in keys],
+        "parent": [None if k == b"/" else _display(k.rsplit(b"/", 1)[0] or b"/") for k in keys],
+        "name": [_display(k.rsplit(b"/", 1)[-1]) for k in keys],
+        "raw_path": [None if _is_utf8(k) else k for k in keys],
+        "type": ["dir"] * n, "size": [0] * n, "mode": [0o755] * n, "uid": [0] * n,
+        "gid": [0] * n, "uname": [""] * n, "gname": [""] * n, "mtime": [0] * n,
+        "whiteout": ["none"] * n,
+    }
+    cols = [pa.array(values[f.name], f.type) if f.name in values else pa.nulls(n, f.type)
+            for f in schema]
+    return pa.RecordBatch.from_arrays(cols, schema=schema)
+
+
+def _is_utf8(b: bytes) -> bool:
+    try:
+        b.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def _display(b: bytes) -> str:
+    return b.decode("utf-8", "backslashreplace")
+
+
+def write_fate(path: str, fate: ImageFate) -> None:
+    header = {
+        "layers": [lf.diff_id for lf in fate.layers],
+        "links": [[p, i, t.layer, t.offset, t.size, t.sha256] for (p, i), t in sorted(fate.links.items())],
+        "implied": [[k.hex(), p] for k, p in sorted(fate.implied.items())],
+    }
+    head = json.dumps(header, separators=(",", ":")).encode()
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(MAGIC + struct.pack("<Q", len(head)) + head)
+        f.write(fate.hidden_keys().astype("<i8").tobytes())
+    os.replace(tmp, path)
+
+
+class FateFile:
+    """Read side of a fate file (no heavy import): ``hidden(position, idx)``, ``links``,
+    ``implied``, ``layers``."""
+
+    def __init__(self, path: str) -> None:
+        import bisect
+
+        with open(path, "rb") as f:
+            data = f.read()
+        if data[:8] != MAGIC:
+            raise ValueError(f"{path}: not a fate file")
+        (hlen,) = struct.unpack_from("<Q", data, 8)
+        header = json.loads(data[16:16 + hlen])
+        self.layers: list[str] = header["layers"]
+        self.links: dict[tuple[int, int], tuple[str, int, int, str | None]] = {
+            (p, i): (layer, off, size, sha) for p, i, layer, off, size, sha in header["links"]}
+        self.implied: dict[bytes, int] = {bytes.fromhex(k): p for k, p in header["implied"]}
+        self._hidden = memoryview(data[16 + hlen:]).cast("q")
+        self._bisect = bisect.bisect_left
+
+    def hidden(self, position: int, idx: int) -> bool:
+        k = (position << 32) | idx
+        i = self._bisect(self._hidden, k)  # type: ignore[call-overload]
+        return i < len(self._hidden) and self._hidden[i] == k
+
+
+def materialize_all(jobs: Sequence[MaterializeJob]) -> list[MaterializeResult]:
+    return [materialize(j) for j in jobs]
