@@ -14,7 +14,7 @@ TABLES = ("image_meta", "image_refs", "image_layer_rows", "layer_meta", "layer_b
 def snapshot(root: str | Path) -> tuple[list, dict]:
     root = Path(root)
     files = []
-    for d in ("blobs", "files", "fs"):
+    for d in ("blobs", "files", "members"):
         for p in sorted((root / d).rglob("*")) if (root / d).exists() else []:
             if p.is_file():
                 files.append((str(p.relative_to(root)), p.stat().st_size,

@@ -37,15 +37,22 @@ def cli() -> None:
 @click.option("-j", "--jobs", type=click.IntRange(1, 256), default=None,
               help="Worker processes that read layers in parallel (default: number of cores).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary.")
+@click.option("--verify", is_flag=True,
+              help="Read and check every blob, even of layers the cache holds already.")
+@click.option("--wait", type=click.FloatRange(0), default=600.0, show_default=True,
+              metavar="SECONDS", help="How long to wait for another ingest to finish.")
 @_catalog_option
-def ingest(paths: tuple[str, ...], jobs: int | None, quiet: bool, catalog: str | None) -> None:
+def ingest(paths: tuple[str, ...], jobs: int | None, quiet: bool, verify: bool, wait: float,
+           catalog: str | None) -> None:
     """Ingest image archives and OCI layouts into the catalog.
 
     PATHS are docker/podman/skopeo archives (legacy or Docker >= 25 layout), kaniko tarballs,
     OCI layout directories or oci-archive tarballs, each possibly gzip- or zstd-compressed as a
     whole. Every blob is verified against its digest and every layer against its diff_id; an
-    archive with any problem is refused whole, leaving catalog and cache as they were. Layers
-    already in the catalog are not read again. Exit status: 0 all ingested, 1 any refused.
+    archive with any problem is refused whole, leaving catalog and cache as they were, and the
+    others still go in. Layers already in the catalog are not read again; a blob digest not
+    seen before is still read and checked before it is recorded (--verify: every blob).
+    Exit status: 0 all ingested, 1 any refused.
 
     \b
     Example:
@@ -56,8 +63,16 @@ def ingest(paths: tuple[str, ...], jobs: int | None, quiet: bool, catalog: str |
 
     show = not quiet and sys.stderr.isatty()
     progress, finish = _progress_bar() if show else (None, lambda: None)
+
+    def on(ev: dict) -> None:
+        if ev["event"] == "wait" and not quiet:
+            click.echo(f"layerdb: {ev['message']}", err=True)
+        elif progress is not None:
+            progress(ev)
+
     try:
-        report = run(list(paths), catalog_root=catalog, jobs=jobs, progress=progress)
+        report = run(list(paths), catalog_root=catalog, jobs=jobs, progress=on, verify=verify,
+                     wait=wait)
     finally:
         finish()
     for a in report.archives:
@@ -150,20 +165,39 @@ def layers(image: str, platform: str | None, fmt: str, catalog: str | None) -> N
 @_format_option
 @click.option("-o", "--output", default=None, metavar="FILE",
               help="Write the result to FILE instead (.parquet, .csv or .json by suffix).")
+@click.option("--table", "tables", multiple=True, metavar="NAME=FILE",
+              help="Make FILE (.csv, .json or .parquet) readable as the view NAME. Repeatable.")
 @_catalog_option
-def sql(query: str, params: tuple, fmt: str, output: str | None, catalog: str | None) -> None:
+def sql(query: str, params: tuple, fmt: str, output: str | None, tables: tuple[str, ...],
+        catalog: str | None) -> None:
     """Run a DuckDB SQL QUERY (or - to read it from stdin) over the catalog.
 
-    Tables and views: images, image_layers, layers, files (every tar member of every layer)
-    and fs (each image's merged filesystem). See docs/catalog.md for the columns.
+    Tables and views: images, image_layers, layers, files (every tar member of every layer),
+    members (every member of every image's layers, with its fate) and fs (each image's merged
+    filesystem). See docs/catalog.md for the columns.
+
+    The query only reads: statements that write (COPY, CREATE, INSERT, ATTACH, INSTALL,
+    SET...) are refused, and it can read no file but the catalog's own and those named with
+    --table. -o is the one way out.
 
     \b
     Examples:
       layerdb sql "select image, path, size from fs where path like '%/app'"
       layerdb sql "select path, size from fs where image = :img and size > 1e6" -p img myapp:latest
       layerdb sql "select * from files" -o files.parquet
+      layerdb sql "select f.image, f.path from fs f join cves c on c.sha256 = f.sha256" --table cves=cves.csv
     """
     from .catalog import Catalog
+    from .errors import UsageError
+
+    named: dict[str, str] = {}
+    for t in tables:
+        name, sep, path = t.partition("=")
+        if not sep or not name.isidentifier() or not path:
+            raise UsageError(f"--table {t!r}: give NAME=FILE (NAME a plain identifier)")
+        if not os.path.isfile(path):
+            raise UsageError(f"--table {name}: {path}: no such file")
+        named[name] = path
 
     if query == "-":
         query = sys.stdin.read()
@@ -172,7 +206,7 @@ def sql(query: str, params: tuple, fmt: str, output: str | None, catalog: str | 
         from .reports import to_duckdb
 
         query = to_duckdb(query)
-    with Catalog(catalog) as cat:
+    with Catalog(catalog, sandbox=True, tables=named) as cat:
         if output:
             _write_result(cat, query, bound, output)
             return
@@ -245,11 +279,15 @@ def extract(path: str | None, entrypoint: bool, image: str | None, platform: str
                    f"{res.bytes} bytes)", err=True)
 
 
+from .housekeeping_commands import gc, rm, verify  # noqa: E402
 from .report_commands import check, diff, report  # noqa: E402
 
 cli.add_command(report)
 cli.add_command(check)
 cli.add_command(diff)
+cli.add_command(rm)
+cli.add_command(gc)
+cli.add_command(verify)
 
 
 def main(argv: list[str] | None = None) -> None:

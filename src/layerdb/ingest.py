@@ -157,6 +157,46 @@ def read_layer(job: LayerJob) -> LayerResult:
         parquet_tmp=parquet_tmp, index_tmp=index_tmp)
 
 
+def verify_blob(job: LayerJob) -> LayerResult:
+    """Check a blob of a layer the cache holds already: its digest, and that it unpacks to
+    the layer's diff_id. Nothing is stored. Runs in a worker process."""
+    import hashlib
+
+    kind = "layer"
+    try:
+        raw = job.blob.open()
+        try:
+            hashed = HashingReader(raw, job.what)
+            kind, stream = open_decompressed(hashed)  # type: ignore[arg-type]
+            h = hashlib.sha256()
+            size = 0
+            while chunk := stream.read(1 << 20):
+                h.update(chunk)
+                size += len(chunk)
+            hashed.drain()
+        finally:
+            raw.close()
+        if job.blob.length >= 0 and hashed.bytes_read != job.blob.length:
+            raise CorruptLayer(f"{job.what}: truncated blob")
+        if job.digest is not None:
+            hashed.verify(job.digest)
+        got = Digest.from_hex(h.hexdigest())
+        if got != job.diff_id:
+            raise DigestMismatch(f"{job.what}: the blob unpacks to {got}, not to the layer's "
+                                 f"diff_id {job.diff_id}")
+    except LayerdbError as e:
+        msg = str(e)
+        raise type(e)(msg if msg.startswith(job.source) else f"{job.source}: {msg}") from e
+    except _decode_errors() as e:
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            raise LayerdbError(f"{job.source}: no space left on device") from e
+        raise CorruptLayer(f"{job.what}: truncated or corrupt {kind_name(job)} data: {e}") from e
+    return LayerResult(
+        diff_id=job.diff_id, digest=hashed.digest(), compressed_size=hashed.bytes_read,
+        size=size, stored_size=0, member_count=0, file_bytes=0, compression=kind,
+        store_tmp="", parquet_tmp="", index_tmp="")
+
+
 def kind_name(job: LayerJob) -> str:
     return LAYER_TYPES.get(job.media_type, "layer") if job.media_type else "layer"
 

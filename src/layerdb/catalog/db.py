@@ -13,6 +13,7 @@ catalog's own and those the user named (``tables``).
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -105,12 +106,31 @@ create or replace temp macro ancestors(p) as
 """
 
 
+def _parquet_ok(path: str) -> bool:
+    """A cheap check that ``path`` is a whole Parquet file (magic at both ends)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+            f.seek(-4, os.SEEK_END)
+            return head == b"PAR1" and f.read(4) == b"PAR1"
+    except OSError:
+        return False
+
+
+def _damage_message(bad: Sequence[str]) -> str:
+    more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+    return f"{bad[0]}{more} is missing or damaged; run layerdb verify"
+
+
 def sql_error(e: BaseException) -> str:
     """DuckDB's message on one line: its first line and its hint ("Did you mean ...?"),
     without the echo of the query."""
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     keep = [ln for ln in lines[1:] if ln.lower().startswith(("did you mean", "candidate"))]
-    return " ".join(lines[:1] + keep)
+    msg = " ".join(lines[:1] + keep)
+    if "run layerdb verify" not in msg and ".parquet" in msg and "/members/" in msg or "/files/" in msg:
+        msg += " (a catalog file may be damaged: run layerdb verify)"
+    return msg
 
 
 def sql_str(s: str) -> str:
@@ -194,6 +214,7 @@ class Catalog:
         self.layout = Layout.at(root)
         self.root = self.layout.root
         self.sandbox = sandbox
+        self.damaged: list[str] = []
         if not self.layout.exists():
             if not missing_ok:
                 raise NoCatalog(f"no catalog at {self.root}; run layerdb ingest first "
@@ -239,7 +260,12 @@ class Catalog:
         image_ids = [r[0] for r in con.execute("select id from image_meta order by id").fetchall()]
         files = [self.layout.files(d) for d in layer_ids]
         members = [self.layout.members(i) for i in image_ids]
-        cols = ", ".join(f'"{n}"' for n, _ in FILE_COLUMNS)
+        # a damaged file must not take every command down: the views skip it, and a query
+        # that reads them is refused naming the file (images and layers still work)
+        bad = [p for p in files + members if not _parquet_ok(p)]
+        self.damaged = bad
+        files = [p for p in files if p not in bad]
+        members = [p for p in members if p not in bad]
         if files:
             src = f"select * from read_parquet({_sql_list(files)}, union_by_name = true)"
         else:
@@ -277,6 +303,8 @@ class Catalog:
 
     # queries -------------------------------------------------------------------------
     def _check_statements(self, sql: str) -> None:
+        if self.damaged and re.search(r"\b(files|members|fs)\b", sql, re.IGNORECASE):
+            raise CatalogError(_damage_message(self.damaged))
         if not self.sandbox:
             return
         try:
@@ -306,7 +334,7 @@ class Catalog:
         """The result as a pyarrow RecordBatchReader (for -o FILE.parquet)."""
         self._check_statements(sql)
         try:
-            return self.con.execute(sql, params or None).to_arrow_reader(65536)
+            return self.con.sql(sql, params=params or None).to_arrow_reader(65536)
         except duckdb.Error as e:
             raise CatalogError(f"query failed: {sql_error(e)}") from e
 
