@@ -296,6 +296,7 @@ class _Planner:
         self.kept: dict[str, Kept] = {}
         self.warnings: list[str] = []
         self._rows: dict[str, FsEntry | None] = {}
+        self._implied: set[str] = set()  # directories no layer has an entry for
         self._elf: dict[tuple[str | None, int | None], ElfInfo | None] = {}
         self._done: set[tuple[str, tuple]] = set()
         self._cache: list[CacheEntry] | None = None
@@ -319,6 +320,10 @@ class _Planner:
             for p in want:
                 self._rows[p] = got.get(p)
 
+    def _implied_dir(self, path: str) -> FsEntry:
+        self._implied.add(path)
+        return FsEntry.implied_dir(path)
+
     def resolve(self, path: str, follow_last: bool = True) -> tuple[FsEntry, list[FsEntry]]:
         """The entry ``path`` names, and every symlink followed on the way (in order). The
         walk is ``extract._Resolver.resolve``'s (same link limit, implied directories, ``..``),
@@ -327,19 +332,19 @@ class _Planner:
         queue = _split(path)
         cur = "/"
         links: list[FsEntry] = []
-        row: FsEntry = self.get("/") or FsEntry.implied_dir("/")
+        row: FsEntry = self.get("/") or self._implied_dir("/")
         while queue:
             comp = queue.pop(0)
             if comp == "..":
                 cur = posixpath.dirname(cur) if cur != "/" else "/"
-                row = self.get(cur) or FsEntry.implied_dir(cur)
+                row = self.get(cur) or self._implied_dir(cur)
                 continue
             if row.type != "dir":
                 raise PathNotFound(f"{path}: {cur} is not a directory in the image")
             nxt = posixpath.join(cur, comp)
             found = self.get(nxt)
             if found is None and queue:
-                found = FsEntry.implied_dir(nxt)
+                found = self._implied_dir(nxt)
             if found is None:
                 raise PathNotFound(f"{path}: no such file or directory in the image")
             row = found
@@ -350,7 +355,7 @@ class _Planner:
                 target = row.linkname or ""
                 if target.startswith("/"):
                     cur = "/"
-                row = self.get(cur) or FsEntry.implied_dir(cur)
+                row = self.get(cur) or self._implied_dir(cur)
                 queue = _split(target) + queue
                 self._prefetch(posixpath.join(cur, *_split(target)) if _split(target) else cur)
                 continue
@@ -365,7 +370,7 @@ class _Planner:
 
     # keeping ----------------------------------------------------------------------------
     def _add(self, e: FsEntry, reason: str) -> bool:
-        if e.path in self.kept or self.get(e.path) is None:  # implied directories: not entries
+        if e.path in self.kept or e.path in self._implied:  # implied directories: not entries
             return False
         self.kept[e.path] = Kept(e, reason)
         if e.type == "hardlink" and e.linkname:
@@ -391,6 +396,13 @@ class _Planner:
         elif analyze and entry.type in ("file", "hardlink"):
             self.analyze(entry, entry.path, soft=soft)
         return entry
+
+    def keep_file(self, path: str, reason: str, soft: bool = False) -> FsEntry:
+        """``keep`` for what must be a file (an interpreter): anything else is ``PathNotFound``."""
+        entry, _ = self.resolve(path)
+        if entry.type not in ("file", "hardlink"):
+            raise PathNotFound(f"{path}: is a {entry.type}, not a file")
+        return self.keep(path, reason, soft=soft)
 
     def _missing(self, msg: str, soft: bool) -> None:
         if soft or self.allow_missing:
@@ -439,7 +451,7 @@ class _Planner:
             else:
                 self.glibc = True
             try:
-                self.keep(info.interp, f"interpreter of {e.path}", soft=soft)
+                self.keep_file(info.interp, f"interpreter of {e.path}", soft=soft)
             except PathNotFound:
                 self._missing(f"{e.path}: its interpreter {info.interp} is not in the image", soft)
         origin = posixpath.dirname(origin_path) or "/"
@@ -450,7 +462,9 @@ class _Planner:
                 continue
             lib, _ = self.resolve(found)
             self.keep(found, f"needed by {e.path}", analyze=False)
-            nxt = chain if info.runpath else ((origin, info.rpath),) + chain
+            # only objects with a DT_RPATH matter to their libraries' search (and keeping the
+            # chain short keeps each library analysed once)
+            nxt = chain if info.runpath or not info.rpath else ((origin, info.rpath),) + chain
             self.analyze(lib, found, nxt, soft=soft)
 
     def _script(self, e: FsEntry, head: bytes) -> None:
@@ -462,7 +476,7 @@ class _Planner:
         if not ipath.startswith("/"):
             ipath = posixpath.join(self.workdir, ipath)
         try:
-            self.keep(ipath, f"interpreter of {e.path}")
+            self.keep_file(ipath, f"interpreter of {e.path}")
         except PathNotFound:
             self._missing(f"{e.path}: its interpreter {ipath} is not in the image", False)
             return
@@ -479,7 +493,7 @@ class _Planner:
             self._missing(f"{e.path}: {prog} (run by {ipath}) is not in the image's PATH "
                           f"({':'.join(self.path_dirs)})", False)
             return
-        self.keep(found, f"interpreter of {e.path} (via {ipath})")
+        self.keep_file(found, f"interpreter of {e.path} (via {ipath})")
 
     def which(self, prog: str) -> str | None:
         if "/" in prog:
@@ -667,13 +681,10 @@ def _looks_executable(e: FsEntry) -> bool:
 
 # Building the plan and the image ----------------------------------------------------------
 
-def _image_meta(root: str, img: ImageRow) -> tuple[dict[str, Any], int, int]:
+def _image_meta(cat: Any, img: ImageRow) -> tuple[dict[str, Any], int, int]:
     """The image's config (parsed) and its layers' sizes, from the catalog."""
-    from .catalog import Catalog
-
-    with Catalog(root) as cat:
-        rows = cat.query("select config, size, compressed_size from image_meta where id = $id",
-                         {"id": img.id})[1]
+    rows = cat.query("select config, size, compressed_size from image_meta where id = $id",
+                     {"id": img.id})[1]
     if not rows or not rows[0][0]:
         raise SlimError(f"image {img.name}: the catalog has no config for it")
     try:
@@ -685,15 +696,14 @@ def _image_meta(root: str, img: ImageRow) -> tuple[dict[str, Any], int, int]:
     return config, int(rows[0][1] or 0), int(rows[0][2] or 0)
 
 
-def _sql_paths(root: str, img: ImageRow, query: str) -> list[str]:
-    """The first column of ``query`` (``:image`` bound to the image's id), read-only."""
-    from .catalog import Catalog
+def _sql_paths(cat: Any, img: ImageRow, query: str) -> list[str]:
+    """The first column of ``query`` (``:image`` bound to the image's id), on the catalog's
+    read-only connection (DuckDB refuses any write to the catalog on it)."""
     from .reports import to_duckdb
 
     text = to_duckdb(query)
     params = {"image": img.id} if "$image" in text else {}
-    with Catalog(root) as cat:  # read-only: DuckDB refuses any write on this connection
-        cols, rows = cat.query(text, params)
+    cols, rows = cat.query(text, params)
     if not cols:
         raise UsageError("--keep-sql: the query returns no columns")
     return [r[0] for r in rows if isinstance(r[0], str)]
@@ -704,12 +714,16 @@ def plan(image: str | None, catalog_root: str | None = None, platform: str | Non
          allow_missing: bool = False) -> tuple[SlimPlan, str, ContentReader]:
     """What slimming ``image`` keeps. Returns the plan, the catalog root and an open reader
     (the caller closes it)."""
+    from .catalog import Catalog
+
     root = os.path.abspath(catalog_root or default_root())
     view = open_view(root, image)
     reader = ContentReader(root)
+    cat = None
     try:
         img = view.resolve_image(image, platform)
-        config, size, compressed = _image_meta(root, img)
+        cat = Catalog(root)  # read-only: the config, the sizes, --keep-sql
+        config, size, compressed = _image_meta(cat, img)
         p = _Planner(view, img, config, reader, allow_missing)
         if not entrypoint and not keep and not keep_sql:
             raise UsageError("--no-entrypoint keeps only what --keep or --keep-sql name: give one")
@@ -731,7 +745,7 @@ def plan(image: str | None, catalog_root: str | None = None, platform: str | Non
             except PathNotFound as e:
                 raise PathNotFound(f"--keep {path}: not in image {img.name} ({e})") from e
         if keep_sql:
-            for path in _sql_paths(root, img, keep_sql):
+            for path in _sql_paths(cat, img, keep_sql):
                 try:
                     p.keep(path, "--keep-sql")
                 except PathNotFound as e:
@@ -743,9 +757,11 @@ def plan(image: str | None, catalog_root: str | None = None, platform: str | Non
         result = SlimPlan(img, config, p.kept, p.warnings, size, compressed)
     except BaseException:
         reader.close()
-        view.close()
         raise
-    view.close()
+    finally:
+        view.close()
+        if cat is not None:
+            cat.close()
     return result, root, reader
 
 
@@ -761,8 +777,9 @@ def write_layer_tar(out: BinaryIO, kept: dict[str, Kept], reader: ContentReader)
     links = [e for e in entries if e.type == "hardlink" and e.linkname in kept
              and kept[e.linkname].entry.type == "file"]
     link_set = {e.path for e in links}
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8",
-                      errors="surrogateescape") as tf:
+    with tarfile.open(  # type: ignore[call-overload]  # copybufsize: a TarFile argument since 3.8
+            fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8",
+            errors="surrogateescape", copybufsize=1 << 20) as tf:
         for e in [x for x in entries if x.path not in link_set] + links:
             ti = tarfile.TarInfo(_tar_name(e.raw))
             ti.mode = e.mode & 0o7777
@@ -794,23 +811,28 @@ def write_layer_tar(out: BinaryIO, kept: dict[str, Kept], reader: ContentReader)
 
 
 class _Chunks:
-    """A file object over a chunk iterator (what ``tarfile.addfile`` reads from)."""
+    """A file object over a chunk iterator (what ``tarfile.addfile`` reads from); a chunk is
+    sliced where it lies, never copied into a growing buffer."""
 
     def __init__(self, it: Iterator[bytes]) -> None:
         self._it = it
-        self._buf = b""
+        self._cur = memoryview(b"")
 
     def read(self, n: int = -1) -> bytes:
-        while n < 0 or len(self._buf) < n:
-            nxt = next(self._it, None)
-            if nxt is None:
-                break
-            self._buf += nxt
-        if n < 0:
-            out, self._buf = self._buf, b""
-        else:
-            out, self._buf = self._buf[:n], self._buf[n:]
-        return out
+        parts: list[bytes] = []
+        want = n
+        while want != 0:
+            if not self._cur:
+                nxt = next(self._it, None)
+                if nxt is None:
+                    break
+                self._cur = memoryview(nxt)
+            take = len(self._cur) if want < 0 else min(want, len(self._cur))
+            parts.append(bytes(self._cur[:take]))
+            self._cur = self._cur[take:]
+            if want > 0:
+                want -= take
+        return b"".join(parts)
 
     def finish(self) -> None:
         """Run the iterator to its end: that is where the sha256 is checked."""
