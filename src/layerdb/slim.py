@@ -379,9 +379,10 @@ class _Planner:
                 self._add(target, f"hardlink target of {e.path}")
         return True
 
-    def keep(self, path: str, reason: str, analyze: bool = True, soft: bool = False) -> FsEntry:
+    def keep(self, path: str, reason: str, analyze: bool | None = True, soft: bool = False) -> FsEntry:
         """Keep what ``path`` names (with the symlinks on the way) and, when ``analyze``, what
-        it needs. A directory is kept with everything below it."""
+        it needs (``None``: only for what looks executable: an x bit, or a ``.so`` name). A
+        directory is kept with everything below it, its executables analysed."""
         entry, links = self.resolve(path)
         for link in links:
             self._add(link, f"symlink to {entry.path}")
@@ -391,9 +392,9 @@ class _Planner:
                 if e.path == entry.path:
                     continue
                 self._add(e, reason)
-                if analyze and e.type in ("file", "hardlink") and _looks_executable(e):
+                if analyze is not False and e.type in ("file", "hardlink") and _looks_executable(e):
                     self.analyze(e, e.path, soft=soft)
-        elif analyze and entry.type in ("file", "hardlink"):
+        elif entry.type in ("file", "hardlink") and (analyze or (analyze is None and _looks_executable(entry))):
             self.analyze(entry, entry.path, soft=soft)
         return entry
 
@@ -741,13 +742,13 @@ def plan(image: str | None, catalog_root: str | None = None, platform: str | Non
         for path in keep:
             full = path if path.startswith("/") else posixpath.join(p.workdir, path)
             try:
-                p.keep(posixpath.normpath(full), "--keep")
+                p.keep(posixpath.normpath(full), "--keep", analyze=None)
             except PathNotFound as e:
                 raise PathNotFound(f"--keep {path}: not in image {img.name} ({e})") from e
         if keep_sql:
             for path in _sql_paths(cat, img, keep_sql):
                 try:
-                    p.keep(path, "--keep-sql")
+                    p.keep(path, "--keep-sql", analyze=None)
                 except PathNotFound as e:
                     raise PathNotFound(f"--keep-sql: {path} is not in image {img.name} "
                                        "(filter with image_id = :image)") from e
