@@ -402,3 +402,109 @@ def test_elf_headers_of_a_real_binary():
 
     with pytest.raises(ElfError):
         read_elf(io.BytesIO(b"\x7fELF" + b"\x02\x01\x01" + b"\0" * 9 + b"\xff" * 20), "bad")
+
+
+# The loader's search without ld.so.cache, DT_RPATH inheritance, hostile ELF ----------------
+
+def _host(path: str) -> bytes:
+    return Path(path).read_bytes()
+
+
+@pytest.fixture(scope="module")
+def tar_cat(tmp_path_factory) -> str:
+    """Images written with tarfile (no umoci): real host binaries in unusual places.
+
+    - ``conf``: ``/usr/bin/id`` whose ``libselinux.so.1`` is only in ``/opt/weird/lib``, named
+      by ``/etc/ld.so.conf.d/weird.conf`` (no ``ld.so.cache``); ``libpcre2-8.so.0`` in the
+      default directory, with a same-named file that is not ELF earlier in the search.
+    - ``rpath``: a program built with ``DT_RPATH=$ORIGIN/../deps`` (old dtags) needing
+      ``libmid.so``, which has no RPATH and needs ``libleaf.so``: the loader finds the leaf
+      through the program's RPATH.
+    - ``garbage``: an entrypoint that starts like ELF and is not.
+    """
+    if not shutil.which("gcc"):
+        pytest.skip("gcc is needed")
+    work = tmp_path_factory.mktemp("tarimg")
+    ld, libc = "usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", "usr/lib/x86_64-linux-gnu/libc.so.6"
+    base = [f.directory("usr"), f.directory("usr/bin"), f.directory("usr/lib"),
+            f.directory("usr/lib/x86_64-linux-gnu"), f.directory("lib64"), f.directory("etc"),
+            f.symlink("lib", "usr/lib"), f.symlink("bin", "usr/bin"),
+            f.symlink("lib64/ld-linux-x86-64.so.2", "/" + ld),
+            f.file(ld, _host("/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"), 0o755),
+            f.file(libc, _host("/usr/lib/x86_64-linux-gnu/libc.so.6"), 0o755)]
+    conf = base + [
+        f.file("usr/bin/id", _host("/usr/bin/id"), 0o755),
+        f.directory("opt"), f.directory("opt/weird"), f.directory("opt/weird/lib"),
+        f.file("opt/weird/lib/libselinux.so.1", _host(str(HOST_LIBS / "libselinux.so.1"))),
+        f.file("usr/lib/x86_64-linux-gnu/libpcre2-8.so.0",
+               Path(HOST_LIBS / "libpcre2-8.so.0").resolve().read_bytes()),
+        f.directory("etc/ld.so.conf.d"),
+        f.file("etc/ld.so.conf", b"include /etc/ld.so.conf.d/*.conf\n"),
+        f.file("etc/ld.so.conf.d/weird.conf", b"/opt/weird/lib\n/opt/notelf\n"),
+        f.directory("opt/notelf"), f.file("opt/notelf/libpcre2-8.so.0", b"not a library\n")]
+    src = work / "src"
+    src.mkdir()
+    (src / "leaf.c").write_text("int leaf(void) { return 7; }\n")
+    (src / "mid.c").write_text("int leaf(void);\nint mid(void) { return leaf(); }\n")
+    (src / "main.c").write_text("int mid(void);\nint main(void) { return mid(); }\n")
+    _run("gcc", "-shared", "-fPIC", "-Wl,-soname,libleaf.so", "-o", str(src / "libleaf.so"), str(src / "leaf.c"))
+    _run("gcc", "-shared", "-fPIC", "-Wl,-soname,libmid.so", "-o", str(src / "libmid.so"), str(src / "mid.c"),
+         f"-L{src}", "-lleaf")
+    _run("gcc", "-o", str(src / "prog"), str(src / "main.c"), f"-L{src}", "-lmid", "-Wl,--disable-new-dtags",
+         "-Wl,-rpath,$ORIGIN/../deps", "-Wl,-rpath-link," + str(src))
+    rpath = base + [f.directory("app"), f.directory("app/bin"), f.directory("app/deps"),
+                    f.file("app/bin/prog", (src / "prog").read_bytes(), 0o755),
+                    f.file("app/deps/libmid.so", (src / "libmid.so").read_bytes()),
+                    f.file("app/deps/libleaf.so", (src / "libleaf.so").read_bytes())]
+    garbage = base + [f.file("usr/bin/bad", b"\x7fELF\x02\x01\x01" + b"\0" * 9 + b"\xff" * 64, 0o755)]
+    specs = [f.ImageSpec([f.Layer(conf, compression="gzip")], tags=["conf"], cmd=("id", "-un")),
+             f.ImageSpec([f.Layer(rpath, compression="zstd")], tags=["rpath"], cmd=("/app/bin/prog",)),
+             f.ImageSpec([f.Layer(garbage, compression="none")], tags=["garbage"], cmd=("/usr/bin/bad",))]
+    f.write_oci_layout(work / "layout", specs)
+    cat = work / "cat"
+    rep = ingest([str(work / "layout")], catalog_root=str(cat), jobs=1)
+    assert not rep.failed, rep.failed[0].error
+    return str(cat)
+
+
+def test_ld_so_conf_without_cache(tar_cat):
+    rows = _plan_rows(tar_cat, "conf")
+    assert rows["/opt/weird/lib/libselinux.so.1"] == "needed by /usr/bin/id"
+    assert rows[f"/usr/lib/{TRIPLET}/libpcre2-8.so.0"] == "needed by /opt/weird/lib/libselinux.so.1"
+    assert "/opt/notelf/libpcre2-8.so.0" not in rows  # not ELF: the loader passes it over
+    assert rows["/lib64/ld-linux-x86-64.so.2"] == f"symlink to /usr/lib/{TRIPLET}/ld-linux-x86-64.so.2"
+    assert "/etc/ld.so.cache" not in rows
+
+
+def test_rpath_of_the_loader_is_searched(tar_cat):
+    rows = _plan_rows(tar_cat, "rpath")
+    assert rows["/app/deps/libmid.so"] == "needed by /app/bin/prog"
+    assert rows["/app/deps/libleaf.so"] == "needed by /app/deps/libmid.so"
+
+
+def test_garbage_elf_is_one_line(tar_cat, tmp_path, capsys):
+    out = tmp_path / "o.tar"
+    assert _cli("slim", "--catalog", tar_cat, "--image", "garbage", "-o", str(out)) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("layerdb: error: /usr/bin/bad: unreadable ELF headers") and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_cache_bytes_are_verified(base):
+    import dataclasses
+
+    from layerdb.errors import DigestMismatch
+    from layerdb.merged import open_view
+    from layerdb.slim import ContentReader
+
+    view = open_view(base["cat"], "bash")
+    img = view.resolve_image("bash")
+    e = view.lookup(img.id, ["/etc/passwd"])["/etc/passwd"]
+    view.close()
+    reader = ContentReader(base["cat"])
+    try:
+        assert b"".join(reader.iter_content(e)).startswith(b"root:x:0:0")
+        with pytest.raises(DigestMismatch):
+            b"".join(reader.iter_content(dataclasses.replace(e, sha256="0" * 64)))
+    finally:
+        reader.close()
