@@ -456,16 +456,17 @@ class _Planner:
             except PathNotFound:
                 self._missing(f"{e.path}: its interpreter {info.interp} is not in the image", soft)
         origin = posixpath.dirname(origin_path) or "/"
-        for soname in info.needed:
+        # only objects with a DT_RPATH matter to their libraries' search (and keeping the
+        # chain short keeps each library analysed once)
+        nxt = chain if info.runpath or not info.rpath else ((origin, info.rpath),) + chain
+        libs = []
+        for soname in info.needed:  # breadth first, as the loader loads them
             found = self.find_library(soname, info, origin, chain)
             if found is None:
                 self._missing(f"{e.path} needs {soname}, which the image does not have", soft)
                 continue
-            lib, _ = self.resolve(found)
-            self.keep(found, f"needed by {e.path}", analyze=False)
-            # only objects with a DT_RPATH matter to their libraries' search (and keeping the
-            # chain short keeps each library analysed once)
-            nxt = chain if info.runpath or not info.rpath else ((origin, info.rpath),) + chain
+            libs.append((self.keep(found, f"needed by {e.path}", analyze=False), found))
+        for lib, found in libs:
             self.analyze(lib, found, nxt, soft=soft)
 
     def _script(self, e: FsEntry, head: bytes) -> None:
