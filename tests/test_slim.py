@@ -304,6 +304,9 @@ def test_bad_input_one_line_nothing_written(base, tmp_path, capsys):
     assert _cli("slim", "--catalog", cat, "--image", LAYOUT_TAG, "-o", str(tmp_path / "x.tar")) == 1
     err = capsys.readouterr().err
     assert "no Entrypoint or Cmd" in err and err.count("\n") == 1
+    assert _cli("slim", "--catalog", cat, "--image", "bash", "-o", str(tmp_path / "y.tar"), "--tag", "Bad Name") == 2
+    err = capsys.readouterr().err
+    assert "--tag 'Bad Name': not an image name" in err and err.count("\n") == 1
     assert sorted(os.listdir(tmp_path)) == ["o.tar"]
 
 

@@ -39,6 +39,7 @@ import io
 import json
 import os
 import posixpath
+import re
 import tarfile
 import tempfile
 from collections import OrderedDict
@@ -81,6 +82,12 @@ TRIPLETS = {
 }
 MUSL_ARCH = {"EM_X86_64": "x86_64", "EM_AARCH64": "aarch64", "EM_386": "i386", "EM_ARM": "armhf",
              "EM_PPC64": "ppc64le", "EM_S390": "s390x", "EM_RISCV": "riscv64"}
+
+
+# a reference as docker names images: [host[:port]/]path[:tag] (distribution's grammar, simplified)
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_TAG = re.compile(rf"^(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*"
+                  r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?$")
 
 
 class SlimError(LayerdbError):
@@ -897,6 +904,9 @@ def slim(image: str | None, output: str | None, catalog_root: str | None = None,
         compression = "none" if fmt == "docker-archive" else "gzip"
     if compression not in COMPRESSIONS:
         raise UsageError(f"unknown compression {compression!r} (use {', '.join(COMPRESSIONS)})")
+    if tag is not None and not _TAG.match(tag):
+        raise UsageError(f"--tag {tag!r}: not an image name (NAME[:TAG], NAME lowercase: "
+                         "registry/path/name, TAG letters, digits, '_', '.', '-')")
     if not dry_run:
         if not output:
             raise UsageError("give -o OUT (or --dry-run)")
