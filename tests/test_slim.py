@@ -409,6 +409,10 @@ def test_elf_headers_of_a_real_binary():
 
 # The loader's search without ld.so.cache, DT_RPATH inheritance, hostile ELF ----------------
 
+XATTRS = {"SCHILY.xattr.security.capability": "\x01\x00\x00\x02\x00\x20" + "\x00" * 14,
+          "SCHILY.xattr.user.note": "kept"}
+
+
 def _host(path: str) -> bytes:
     return Path(path).read_bytes()
 
@@ -456,7 +460,7 @@ def tar_cat(tmp_path_factory) -> str:
     _run("gcc", "-o", str(src / "prog"), str(src / "main.c"), f"-L{src}", "-lmid", "-Wl,--disable-new-dtags",
          "-Wl,-rpath,$ORIGIN/../deps", "-Wl,-rpath-link," + str(src))
     rpath = base + [f.directory("app"), f.directory("app/bin"), f.directory("app/deps"),
-                    f.file("app/bin/prog", (src / "prog").read_bytes(), 0o755),
+                    f.file("app/bin/prog", (src / "prog").read_bytes(), 0o755, pax=XATTRS),
                     f.file("app/deps/libmid.so", (src / "libmid.so").read_bytes()),
                     f.file("app/deps/libleaf.so", (src / "libleaf.so").read_bytes())]
     garbage = base + [f.file("usr/bin/bad", b"\x7fELF\x02\x01\x01" + b"\0" * 9 + b"\xff" * 64, 0o755)]
@@ -468,6 +472,27 @@ def tar_cat(tmp_path_factory) -> str:
     rep = ingest([str(work / "layout")], catalog_root=str(cat), jobs=1)
     assert not rep.failed, rep.failed[0].error
     return str(cat)
+
+
+def test_xattrs_carried(tar_cat, tmp_path):
+    out = tmp_path / "o.tar"
+    assert _cli("slim", "--catalog", tar_cat, "--image", "rpath", "-o", str(out), "--compression", "none") == 0
+    with tarfile.open(out) as outer:
+        index = json.load(outer.extractfile("index.json"))  # type: ignore[arg-type]
+        manifest = json.load(outer.extractfile(  # type: ignore[arg-type]
+            "blobs/sha256/" + index["manifests"][0]["digest"][7:]))
+        layer = outer.extractfile("blobs/sha256/" + manifest["layers"][0]["digest"][7:])
+        with tarfile.open(fileobj=layer) as tf:  # type: ignore[arg-type]
+            prog = tf.getmember("app/bin/prog")
+    assert {k: v for k, v in prog.pax_headers.items() if k.startswith("SCHILY.")} == XATTRS
+    rep = ingest([str(out)], catalog_root=tar_cat, jobs=1)
+    assert not rep.failed, rep.failed[0].error
+    from layerdb.catalog import Catalog
+
+    with Catalog(tar_cat) as c:
+        rows = c.query("select image, xattrs from fs where path = '/app/bin/prog' order by image")[1]
+    assert [r[0] for r in rows] == ["rpath", "rpath:latest-slim"] and rows[0][1] == rows[1][1]
+    assert rows[0][1]["user.note"] == b"kept"
 
 
 def test_ld_so_conf_without_cache(tar_cat):

@@ -29,8 +29,8 @@ What is kept, and why (each kept path carries its reason):
   column: paths) with their own needs when they are executables or shared objects.
 
 Every parent directory the image has an entry for is kept with its mode and owner; hardlinks
-stay hardlinks (their target is kept too). Extended attributes are not carried (the merged view
-has none). Bytes are read from the cache and checked against the catalog's sha256.
+stay hardlinks (their target is kept too); extended attributes (``security.capability``) are
+carried. Bytes are read from the cache and checked against the catalog's sha256.
 """
 from __future__ import annotations
 
@@ -253,6 +253,7 @@ class SlimPlan:
     warnings: list[str] = field(default_factory=list)
     image_size: int = 0  # the source image's layers, uncompressed
     image_compressed: int = 0  # and as stored in its archive
+    xattrs: dict[str, dict[str, bytes]] = field(default_factory=dict)  # kept path -> its xattrs
 
     @property
     def kept_bytes(self) -> int:
@@ -705,6 +706,19 @@ def _image_meta(cat: Any, img: ImageRow) -> tuple[dict[str, Any], int, int]:
     return config, int(rows[0][1] or 0), int(rows[0][2] or 0)
 
 
+def _xattrs(cat: Any, img: ImageRow, kept: dict[str, Kept]) -> dict[str, dict[str, bytes]]:
+    """The extended attributes (``security.capability``...) of the kept paths that have any:
+    the merged view behind ``MergedView`` does not carry them, the catalog's ``fs`` does."""
+    rows = cat.query("select path, xattrs from fs where image_id = $id and cardinality(xattrs) > 0",
+                     {"id": img.id})[1]
+    out: dict[str, dict[str, bytes]] = {}
+    for path, xs in rows:
+        if path in kept and xs:
+            items = xs.items() if isinstance(xs, dict) else zip(xs["key"], xs["value"])
+            out[path] = {str(k): bytes(v) for k, v in items}
+    return out
+
+
 def _sql_paths(cat: Any, img: ImageRow, query: str) -> list[str]:
     """The first column of ``query`` (``:image`` bound to the image's id), on the catalog's
     read-only connection (DuckDB refuses any write to the catalog on it)."""
@@ -763,7 +777,8 @@ def plan(image: str | None, catalog_root: str | None = None, platform: str | Non
         if entrypoint:
             p.runtime_extras()
         _ancestors(p.kept, view, img.id)
-        result = SlimPlan(img, config, p.kept, p.warnings, size, compressed)
+        result = SlimPlan(img, config, p.kept, p.warnings, size, compressed,
+                          _xattrs(cat, img, p.kept))
     except BaseException:
         reader.close()
         raise
@@ -779,9 +794,11 @@ def _tar_name(raw: bytes) -> str:
     return os.fsdecode(rel) if rel else "."
 
 
-def write_layer_tar(out: BinaryIO, kept: dict[str, Kept], reader: ContentReader) -> None:
+def write_layer_tar(out: BinaryIO, kept: dict[str, Kept], reader: ContentReader,
+                    xattrs: dict[str, dict[str, bytes]] | None = None) -> None:
     """The kept entries as one tar: sorted by path bytes, hardlinks after everything else
-    (their targets come first), times, modes and owners as in the image."""
+    (their targets come first), times, modes, owners and xattrs (``SCHILY.xattr.*``) as in
+    the image."""
     entries = sorted((k.entry for k in kept.values()), key=lambda e: e.raw)
     links = [e for e in entries if e.type == "hardlink" and e.linkname in kept
              and kept[e.linkname].entry.type == "file"]
@@ -795,6 +812,9 @@ def write_layer_tar(out: BinaryIO, kept: dict[str, Kept], reader: ContentReader)
             ti.mtime = e.mtime
             ti.uid, ti.gid = e.uid, e.gid
             ti.uname, ti.gname = e.uname, e.gname
+            if xattrs and e.path in xattrs:
+                ti.pax_headers = {f"SCHILY.xattr.{k}": v.decode("utf-8", "surrogateescape")
+                                  for k, v in sorted(xattrs[e.path].items())}
             data = None
             if e.type == "dir":
                 ti.type = tarfile.DIRTYPE
@@ -927,7 +947,7 @@ def slim(image: str | None, output: str | None, catalog_root: str | None = None,
                                    suffix=".layer.layerdb-tmp", dir=parent)
         os.close(fd)
         try:
-            layer = write_layer(tmp, compression, lambda out: write_layer_tar(out, p.kept, reader))
+            layer = write_layer(tmp, compression, lambda out: write_layer_tar(out, p.kept, reader, p.xattrs))
             config, plat = new_config(p, layer, summary)
             result.written = write_image(output, fmt, config, layer, name, plat, force)
         finally:
