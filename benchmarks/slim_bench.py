@@ -140,8 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         out = Path(tmp) / "slim.tar"
-        dt, rss = R.must(R.best(a.repeat, lambda: R.layerdb(
-            "slim", "--image", REF, "-o", str(out), "--force", catalog=cat)), "slim")
+        def slim(*extra: str) -> tuple[float, int, int, str]:
+            out.unlink(missing_ok=True)  # not --force: freeing the last output is not slim's work
+            return R.layerdb("slim", "--image", REF, "-o", str(out), *extra, catalog=cat)
+
+        dt, rss = R.must(R.best(a.repeat, slim), "slim")
         size = out.stat().st_size
         unpack = Path(tmp) / "unpacked"
 
@@ -156,15 +159,17 @@ def main(argv: list[str] | None = None) -> int:
               note=f"peak {rss // 1024} MB; {size / 1e6:.1f} MB oci-archive out of a "
                    f"{m['big']['layer_size'] / 1e9:.2f} GB layer")
         large = m["big"]["large_file"]["path"]
-        dt2, rss2 = R.must(R.best(a.repeat, lambda: R.layerdb(
-            "slim", "--image", REF, "-o", str(out), "--force", "--keep", "/" + large.lstrip("/"),
-            "--compression", "none", catalog=cat)), "slim --keep large file")
+        dt2, rss2 = R.must(R.best(a.repeat, lambda: slim("--keep", "/" + large.lstrip("/"),
+                                                         "--compression", "none")),
+                           "slim --keep large file")
         zst = corpus / m["big"]["large_file_zst"]
         base2, _ = R.must(R.best(a.repeat, lambda: B.run_measured(f"zstd -dc {zst} > /dev/null")),
                           "zstd -dc")
         t.add("slim", f"slim {REF} + --keep the {m['big']['large_file']['size'] >> 20} MiB file "
               "(--compression none)", dt2, "zstd -dc same bytes", base2,
-              note=f"peak {rss2 // 1024} MB")
+              note=f"peak {rss2 // 1024} MB; the bytes are read once, hashed twice (checked "
+                   "against the catalog, and the new diff_id) and written twice (the layer, "
+                   "then the archive)")
     R.OUT.mkdir(parents=True, exist_ok=True)
     meta = {"date": time.strftime("%Y-%m-%d"), "seconds": round(time.time() - started, 1),
             "quick": a.quick}

@@ -37,18 +37,24 @@ def canonical_json(doc: Any) -> bytes:
 
 
 class _Counting:
-    """A write-only file object that hashes and counts what passes to ``out``."""
+    """A write-only file object that hashes (unless ``hashing`` is off) and counts what passes
+    to ``out``."""
 
-    def __init__(self, out: Any) -> None:
+    def __init__(self, out: Any, hashing: bool = True) -> None:
         self.out = out
         self.h = hashlib.sha256()
+        self.hashing = hashing
         self.size = 0
 
     def write(self, b: bytes) -> int:
-        self.h.update(b)
+        if self.hashing:
+            self.h.update(b)
         self.size += len(b)
         self.out.write(b)
         return len(b)
+
+    def tell(self) -> int:
+        return self.size
 
     def flush(self) -> None:
         self.out.flush()
@@ -75,7 +81,7 @@ def write_layer(path: str, compression: str, fill: Callable[[BinaryIO], None]) -
     """Create ``path`` and write into it the layer ``fill(tar_stream)`` produces, compressed."""
     blob = LayerBlob(path, compression)
     with open(path, "wb", buffering=1 << 20) as f:
-        stored = _Counting(f)
+        stored = _Counting(f, hashing=compression != "none")  # else: the tar's own digest
         comp: Any
         if compression == "gzip":
             import gzip
@@ -94,7 +100,8 @@ def write_layer(path: str, compression: str, fill: Callable[[BinaryIO], None]) -
         if comp is not None:
             comp.close()
         blob.diff_id, blob.tar_size = tar.digest, tar.size
-        blob.digest, blob.size = stored.digest, stored.size
+        blob.digest = stored.digest if compression != "none" else tar.digest
+        blob.size = stored.size
     return blob
 
 
@@ -190,6 +197,7 @@ def write_image(output: str, fmt: str, config: bytes, layer: LayerBlob, tag: str
     try:
         with os.fdopen(fd, "wb") as f:
             with tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tf:
+                tf.copybufsize = 1 << 20  # type: ignore[attr-defined]  # the layer goes through it
                 if fmt == "oci-archive":
                     manifest, index, mdigest = _oci_docs(config, layer, tag, platform)
                     tf.addfile(_tinfo("blobs", kind=tarfile.DIRTYPE))

@@ -803,8 +803,9 @@ def write_layer_tar(out: BinaryIO, kept: dict[str, Kept], reader: ContentReader,
     links = [e for e in entries if e.type == "hardlink" and e.linkname in kept
              and kept[e.linkname].entry.type == "file"]
     link_set = {e.path for e in links}
+    # mode "w", not "w|": ``out`` is not seekable but counts (tell), and "w|" re-buffers every byte
     with tarfile.open(  # type: ignore[call-overload]  # copybufsize: a TarFile argument since 3.8
-            fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8",
+            fileobj=out, mode="w", format=tarfile.PAX_FORMAT, encoding="utf-8",
             errors="surrogateescape", copybufsize=1 << 20) as tf:
         for e in [x for x in entries if x.path not in link_set] + links:
             ti = tarfile.TarInfo(_tar_name(e.raw))
