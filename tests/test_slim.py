@@ -464,7 +464,12 @@ def tar_cat(tmp_path_factory) -> str:
                     f.file("app/deps/libmid.so", (src / "libmid.so").read_bytes()),
                     f.file("app/deps/libleaf.so", (src / "libleaf.so").read_bytes())]
     garbage = base + [f.file("usr/bin/bad", b"\x7fELF\x02\x01\x01" + b"\0" * 9 + b"\xff" * 64, 0o755)]
+    ldpath = [m for m in conf if not m[0].name.startswith("etc/ld.so.conf")]
     specs = [f.ImageSpec([f.Layer(conf, compression="gzip")], tags=["conf"], cmd=("id", "-un")),
+             f.ImageSpec([f.Layer(ldpath, compression="gzip")], tags=["ldpath"], cmd=("id", "-un"),
+                         env=("PATH=/usr/bin", "LD_LIBRARY_PATH=/nowhere:opt/weird/lib")),
+             f.ImageSpec([f.Layer(ldpath, compression="gzip")], tags=["noldpath"], cmd=("id", "-un"),
+                         env=("PATH=/usr/bin",)),
              f.ImageSpec([f.Layer(rpath, compression="zstd")], tags=["rpath"], cmd=("/app/bin/prog",)),
              f.ImageSpec([f.Layer(garbage, compression="none")], tags=["garbage"], cmd=("/usr/bin/bad",))]
     f.write_oci_layout(work / "layout", specs)
@@ -502,6 +507,13 @@ def test_ld_so_conf_without_cache(tar_cat):
     assert "/opt/notelf/libpcre2-8.so.0" not in rows  # not ELF: the loader passes it over
     assert rows["/lib64/ld-linux-x86-64.so.2"] == f"symlink to /usr/lib/{TRIPLET}/ld-linux-x86-64.so.2"
     assert "/etc/ld.so.cache" not in rows
+
+
+def test_ld_library_path_of_the_image(tar_cat):
+    rows = _plan_rows(tar_cat, "ldpath")  # relative entries are from WorkingDir (here /)
+    assert rows["/opt/weird/lib/libselinux.so.1"] == "needed by /usr/bin/id"
+    with pytest.raises(LayerdbError, match="/usr/bin/id needs libselinux.so.1, which the image does not have"):
+        _plan_rows(tar_cat, "noldpath")  # the same files, no LD_LIBRARY_PATH, no ld.so.conf
 
 
 def test_rpath_of_the_loader_is_searched(tar_cat):

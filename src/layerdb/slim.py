@@ -559,7 +559,8 @@ class _Planner:
             for org, rpath in chain:
                 dirs += expand(rpath, org)
         lib_path = self.env.get("LD_LIBRARY_PATH", "")
-        dirs += [d for d in lib_path.replace(";", ":").split(":") if d]
+        dirs += [d if d.startswith("/") else posixpath.join(self.workdir, d)
+                 for d in lib_path.replace(";", ":").split(":") if d]
         dirs += expand(info.runpath, origin)
         return dirs
 
