@@ -171,29 +171,31 @@ def _cli(*args: str) -> int:
     return 0
 
 
-def _unpack(archive: Path, work: Path, tag: str) -> Path:
-    """skopeo copy the oci-archive to an OCI layout, umoci raw unpack it: the rootfs."""
+def _unpack(ref: str, work: Path, tag: str) -> Path:
+    """skopeo copy the image to an OCI layout, umoci raw unpack it: the rootfs."""
     layout, rootfs = work / f"{tag}-layout", work / f"{tag}-rootfs"
-    _run("skopeo", "--insecure-policy", "copy", "-q", f"oci-archive:{archive}", f"oci:{layout}:{tag}")
+    _run("skopeo", "--insecure-policy", "copy", "-q", ref, f"oci:{layout}:{tag}")
     _run("umoci", "raw", "unpack", "--image", f"{layout}:{tag}", str(rootfs))
     return rootfs
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("tag", list(CASES))
-def test_slim_image_runs_and_keeps_bytes(base, tmp_path, tag):
+@pytest.mark.parametrize("tag,fmt", [(t, "oci-archive") for t in CASES] + [("bash", "docker-archive")])
+def test_slim_image_runs_and_keeps_bytes(base, tmp_path, tag, fmt):
     chroot, unshare = shutil.which("chroot"), shutil.which("unshare")
     if os.geteuid() != 0 or chroot is None or unshare is None:
         pytest.skip("running the slim image with chroot needs root, chroot(8) and unshare(1)")
     _flags, opts, chroot_opts, expected = CASES[tag]
     cat = base["cat"]
     out = tmp_path / f"{tag}.tar"
-    assert _cli("slim", "--catalog", cat, "--image", tag, "-o", str(out), "--tag", f"slim/{tag}:1",
+    name = f"slim/{tag}:{fmt}"
+    assert _cli("slim", "--catalog", cat, "--image", tag, "-o", str(out), "--tag", name, "--format", fmt,
                 *opts) == 0
-    info = json.loads(_run("skopeo", "inspect", f"oci-archive:{out}").stdout)
+    ref = f"{fmt}:{out}"
+    info = json.loads(_run("skopeo", "inspect", ref).stdout)
     assert len(info["Layers"]) == 1 and info["Architecture"] == "amd64"
-    rootfs = _unpack(out, tmp_path, tag)
-    cfg = json.loads(_run("skopeo", "inspect", "--config", f"oci-archive:{out}").stdout)["config"]
+    rootfs = _unpack(ref, tmp_path, tag)
+    cfg = json.loads(_run("skopeo", "inspect", "--config", ref).stdout)["config"]
     argv = (cfg.get("Entrypoint") or []) + (cfg.get("Cmd") or [])
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin"}
     # as a runtime does, /proc is mounted (glibc finds $ORIGIN of the program through it)
@@ -210,7 +212,7 @@ def test_slim_image_runs_and_keeps_bytes(base, tmp_path, tag):
     # ingested back, every kept path is the original's, in content, mode, owner and link
     rep = ingest([str(out)], catalog_root=cat, jobs=1)
     assert not rep.failed, rep.failed[0].error
-    d = diff_images(tag, f"slim/{tag}:1", catalog_root=cat)
+    d = diff_images(tag, name, catalog_root=cat)
     changes = {r[0] for r in d.rows}
     assert changes == {"removed"}, [r for r in d.rows if r[0] != "removed"]
 
