@@ -286,8 +286,11 @@ def slim(image: str | None, platform: str | None, output: str | None, fmt: str, 
     (/usr/bin/env NAME through the image's PATH), and what libc reads at run time without a
     header naming it: /etc/passwd and /etc/group, /etc/ld.so.cache, /etc/nsswitch.conf and its
     NSS modules (passwd, group, hosts), the CA bundle. Symlinks stay symlinks, hardlinks stay
-    hardlinks, parent directories keep their modes and owners. Built from the cache: no daemon,
-    no unpacking; the same input and options give byte-identical output.
+    hardlinks, parent directories keep their modes and owners, xattrs are carried. Built from
+    the cache: no daemon, no unpacking; the same input and options give byte-identical output.
+    Limits: 4096 DT_NEEDED per object and 100,000 objects analysed (past them: one error
+    line); /etc/ld.so.cache 64 MiB, nsswitch.conf and the loader's path files 1 MiB each (past
+    them the file is not read, with a warning for the first two).
 
     \b
     Examples:
