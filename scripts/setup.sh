@@ -18,7 +18,7 @@ fi
 PY=${PYTHON:-python3}
 # (re)install when anything is missing or the installed layerdb is another checkout's
 here=$(cd src/layerdb && pwd -P)
-there=$("$PY" -c "import os, layerdb, pytest, hypothesis, xdist, duckdb, pyarrow, zstandard, isal, rich
+there=$("$PY" -c "import os, layerdb, pytest, hypothesis, xdist, duckdb, pyarrow, zstandard, isal, rich, elftools
 print(os.path.dirname(os.path.realpath(layerdb.__file__)))" 2>/dev/null || true)
 if [ "$there" != "$here" ] || ! command -v layerdb >/dev/null 2>&1; then
   "$PY" -m pip install -q --disable-pip-version-check -e ".[test]"
