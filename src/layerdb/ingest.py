@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from .compression import open_decompressed
 from .digest import Digest, HashingReader
-from .errors import CorruptLayer, LayerdbError, SourceError
+from .errors import CorruptLayer, LayerdbError, NoSpace, SourceError, is_disk_full
 from .model import LAYER_TYPES, FileSegment, Image, LayerRef, familiar_ref
 from .sources import open_source
 from .store import BlobStore, LayerWriter
@@ -135,6 +135,8 @@ def read_layer(job: LayerJob) -> LayerResult:
     except _decode_errors() as e:
         writer.abort()
         _unlink(parquet_tmp)
+        if is_disk_full(e):  # a write failed: not the layer's fault
+            raise NoSpace(f"{job.what}: writing to {job.staging}: no space left on device") from e
         raise CorruptLayer(f"{job.what}: truncated or corrupt {kind_name(job)} data: {e}") from e
     return LayerResult(
         diff_id=job.diff_id, digest=hashed.digest(), compressed_size=hashed.bytes_read,
