@@ -77,9 +77,16 @@ def test_sql_stdin_params_and_outputs(home, tmp_path):
 def test_version_and_empty_catalog(tmp_path):
     r = _run("--version", home=tmp_path)
     assert r.returncode == 0 and "version" in r.stdout
-    r = _run("images", "--format", "json", home=tmp_path / "none")
-    assert r.returncode == 0 and json.loads(r.stdout) == []
-    assert not (tmp_path / "none").exists()  # reading never creates a catalog
+    none = tmp_path / "none"
+    for args in (["images"], ["layers", "x:1"], ["sql", "select 1"], ["ls", "x:1"],
+                 ["inspect", "x:1"], ["extract", "--path", "/a"], ["report", "setuid"],
+                 ["check"], ["diff", "a", "b"]):
+        r = _run(*args, home=none)
+        assert r.returncode == 1 and r.stdout == "", (args, r.stdout)
+        assert r.stderr == f"layerdb: error: no catalog at {none}; run layerdb ingest first " \
+                           "(or give --catalog DIR / $LAYERDB_HOME)\n", (args, r.stderr)
+    assert not none.exists()  # reading never creates a catalog
+    assert _run("report", "--list", home=none).returncode == 0  # needs no catalog
 
 
 def test_sql_takes_colon_parameters_and_null(home):

@@ -64,6 +64,13 @@ def ingest(paths: tuple[str, ...], jobs: int | None, quiet: bool, catalog: str |
     already in the catalog are not read again. Exit status: 0 all ingested, 1 any refused.
 
     \b
+    Limits (past one, the archive is refused with one line):
+      JSON documents (index.json, manifest.json, manifests, configs): 4 MiB each, nested at
+        most 100 levels; config fields must have their JSON types (Env an array of strings...)
+      an archive compressed as a whole: decompressed (to a temporary file under the catalog)
+        to at most 100x its size + 64 MiB; $LAYERDB_MAX_ARCHIVE_RATIO changes the 100
+
+    \b
     Example:
       docker save myapp:latest | gzip > myapp.tar.gz && layerdb ingest myapp.tar.gz
     """
