@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import click
-from click.core import ParameterSource
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -19,16 +18,14 @@ GLOBAL_CATALOG = "layerdb.catalog"
 
 
 def _pick_catalog(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """A command's ``--catalog`` wins, then the group's (``layerdb --catalog DIR ...``), then
-    ``$LAYERDB_HOME``, then the default."""
-    if ctx.get_parameter_source(param.name or "catalog") is ParameterSource.COMMANDLINE:
-        return value
-    return ctx.meta.get(GLOBAL_CATALOG) or value
+    """A command's ``--catalog`` wins, then the group's (``layerdb --catalog DIR ...``); None
+    leaves it to ``lookup.default_root()`` ($LAYERDB_HOME, then the XDG default)."""
+    return value or ctx.meta.get(GLOBAL_CATALOG) or None
 
 
 def _catalog_option(f: Callable) -> Callable:
     return click.option(
-        "--catalog", "catalog", metavar="DIR", envvar="LAYERDB_HOME", default=None,
+        "--catalog", "catalog", metavar="DIR", default=None,
         callback=_pick_catalog,
         help="Catalog directory (default: $LAYERDB_HOME, else $XDG_DATA_HOME/layerdb, "
              "else ~/.local/share/layerdb). Also `layerdb --catalog DIR COMMAND`.")(f)

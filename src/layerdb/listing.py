@@ -161,10 +161,13 @@ def _when(mtime: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.gmtime(mtime)) if mtime > 0 else "-"
 
 
-def display_name(e: FsEntry, full: bool) -> str:
-    """The path (``full``) or last component, printable, with what a link points to."""
+def display_name(e: FsEntry, full: bool, links: bool = True) -> str:
+    """The path (``full``) or last component, printable, with what a link points to
+    (``links``)."""
     name = e.path if full else (posixpath.basename(e.path) or e.path)
     s = printable(name)
+    if not links:
+        return s
     if e.type == "symlink":
         s += " -> " + printable(e.linkname or "")
     elif e.type == "hardlink":
@@ -197,7 +200,8 @@ def long_lines(rows: list[Row], full: bool) -> list[str]:
 
 
 def short_lines(rows: list[Row], full: bool) -> list[str]:
-    return [(f"{_MARK.get(r.status, '')} " if r.status else "") + display_name(r.entry, full)
+    """Names only, as plain ``ls`` (``--layer``: A/M/D/O first)."""
+    return [(f"{_MARK.get(r.status, '')} " if r.status else "") + display_name(r.entry, full, False)
             for r in rows]
 
 
