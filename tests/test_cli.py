@@ -180,8 +180,8 @@ def test_error_lines_are_printable_and_bounded(monkeypatch, capsys):
         (OSError(36, "File name too long", b"/o/" + b"\xff" * 10000), 1,
          r"^layerdb: error: /o/(\\xff)+\\?x?f?\.\.\.\[\d+ characters\]\.\.\.f?f?(\\xff)+: file name too long$"),
         (OSError(28, "No space left on device", "/x"), 1, r"^layerdb: error: /x: no space left on device$"),
-        (SourceError("a.tar: ref \x1b]0;pwned\x07 \u202eevil"), 1,
-         r"^layerdb: error: a\.tar: ref \\x1b\]0;pwned\\x07 \\u202eevil$"),
+        (SourceError("a.tar: ref \x1b]0;pwned\x07 \u202eevil\nlayerdb: fake line\r\u2028"), 1,
+         r"^layerdb: error: a\.tar: ref \\x1b\]0;pwned\\x07 \\u202eevil\\x0alayerdb: fake line\\x0d\\u2028$"),
         (ValueError("line one\nline two"), 3,
          r"^layerdb: internal error: ValueError: line one \(set LAYERDB_DEBUG=1 for a traceback\)$"),
     ]

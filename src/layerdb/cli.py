@@ -388,7 +388,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=args, prog_name="layerdb", standalone_mode=False)
     except LayerdbError as e:
-        _say("layerdb: error: ", _error_text(e))
+        text, from_duckdb = _error_text(e)
+        _say("layerdb: error: ", text, lines=from_duckdb)
         sys.exit(e.exit_code)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
@@ -430,9 +431,10 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(0)
 
 
-def _error_text(e: BaseException) -> str:
+def _error_text(e: BaseException) -> tuple[str, bool]:
     """The message of ``e``; when a DuckDB error caused it, DuckDB's whole text (the
-    catalog keeps only its first line), e.g. its ``Did you mean "fs"?`` and ``LINE 1:``."""
+    catalog keeps only its first line), e.g. its ``Did you mean "fs"?`` and ``LINE 1:``, and
+    True (its lines are DuckDB's, not an archive's)."""
     try:
         msg = str(e)
     except Exception:  # noqa: BLE001 - a broken __str__ must not break the boundary
@@ -442,25 +444,32 @@ def _error_text(e: BaseException) -> str:
         full = str(cause).strip()
         first = full.splitlines()[0] if full else ""
         if first and full != first and msg.endswith(first):
-            msg = msg[: len(msg) - len(first)] + full
-    return msg
+            return msg[: len(msg) - len(first)] + full, True
+    return msg, False
 
 
-def _say(prefix: str, text: str) -> None:
-    """``prefix`` + the first line, the hint lines up to the first blank one joined to it, the
-    rest (DuckDB's pointer into the query) below as it is; all printable, never raising."""
+def _say(prefix: str, text: str, lines: bool = False) -> None:
+    """``prefix`` + ``text`` on one printable line (a newline in it shows as ``\\x0a``), never
+    raising. ``lines`` (DuckDB's message): the hint lines up to the first blank one are joined
+    to the first, the rest (its pointer into the query) go below as they are."""
     from .errors import error_line
 
-    lines = text.splitlines() or [""]
-    head = [lines[0]]
-    rest = lines[1:]
+    if not lines:
+        _echo_err(prefix + error_line(text))
+        return
+    lines_ = text.splitlines() or [""]
+    head = [lines_[0]]
+    rest = lines_[1:]
     while rest and rest[0].strip():
         head.append(rest.pop(0).strip())
     while rest and not rest[0].strip():
         rest.pop(0)
-    out = [prefix + error_line(" ".join(head))] + [error_line(r) for r in rest]
+    _echo_err("\n".join([prefix + error_line(" ".join(head))] + [error_line(r) for r in rest]))
+
+
+def _echo_err(text: str) -> None:
     try:
-        click.echo("\n".join(out), err=True)
+        click.echo(text, err=True)
     except Exception:  # noqa: BLE001 - stderr itself is gone
         pass
 

@@ -93,7 +93,8 @@ def is_disk_full(e: BaseException) -> bool:
 
 #: characters kept per error line; a longer one (a 10 KB name) keeps its head and tail
 MAX_LINE = 1000
-_BIDI = frozenset(range(0x202A, 0x202F)) | frozenset(range(0x2066, 0x206A)) | {0x200E, 0x200F, 0x061C}
+_BIDI = frozenset(range(0x202A, 0x202F)) | frozenset(range(0x2066, 0x206A)) | {
+    0x200E, 0x200F, 0x061C, 0x2028, 0x2029}  # and the Unicode line/paragraph separators
 
 
 def printable(text: object) -> str:
