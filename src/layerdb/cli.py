@@ -487,10 +487,15 @@ def _missing_param(args: list[str]) -> str:
 
 
 def _show(e: click.ClickException) -> None:
+    """click's usage error, with the message made printable (it may quote an argument)."""
     from .errors import error_line
 
-    e.message = error_line(e.message)
-    e.show()
+    ctx = getattr(e, "ctx", None)
+    if ctx is not None:
+        hint = (f"Try '{ctx.command_path} {ctx.help_option_names[0]}' for help.\n"
+                if ctx.command.get_help_option(ctx) is not None else "")
+        _echo_err(f"{ctx.get_usage()}\n{hint}")
+    _echo_err(f"Error: {error_line(e.format_message())}")
 
 
 if __name__ == "__main__":
