@@ -141,9 +141,123 @@ def missing_file(tmp_path):
     return tmp_path / "does-not-exist.tar", "no such file"
 
 
+def _config(tmp_path: Path, name: str, extra: dict) -> Path:
+    p = tmp_path / name
+    f.write_oci_archive(p, [f.ImageSpec(GOOD_LAYERS, tags=("bad:1",), config_extra=extra)])
+    return p
+
+
+# Config fields of the wrong JSON type: docker and containerd (Go's encoding/json) refuse them.
+def env_not_a_list(tmp_path):
+    return _config(tmp_path, "env.tar", {"config": {"Env": 5}}), \
+        "config.env is a number, not an array of strings"
+
+
+def deep_config(tmp_path):  # json.loads raises RecursionError at ~1,000 levels
+    deep: object = 1
+    for _ in range(2000):
+        deep = [deep]
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(10000)  # for the factory's json.dumps
+    try:
+        return _config(tmp_path, "deep.tar", {"x": deep}), "nested more than 100 levels"
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+def deep_index(tmp_path):
+    return _layout_with(tmp_path, lambda d, b: (d / "index.json").write_text("[" * 2000 + "]" * 2000)), \
+        "index.json: json nested more than 100 levels"
+
+
+def huge_index(tmp_path):  # refused before it is read, let alone parsed
+    def mutate(d, b):
+        doc = json.loads((d / "index.json").read_text())
+        (d / "index.json").write_text(json.dumps(doc) + " " * (5 << 20))
+    return _layout_with(tmp_path, mutate), "more than the 4 mib allowed for a json document"
+
+
+def archive_bomb(tmp_path):
+    """A 100 MiB tar of zeros gzipped as a whole (~100 KB): past 100x its size + 64 MiB."""
+    import tarfile
+    import zlib
+
+    p = tmp_path / "bomb.tar.gz"
+    head = tarfile.TarInfo("zeros")
+    head.size = 100 << 20
+    z = zlib.compressobj(6, zlib.DEFLATED, 31)
+    with open(p, "wb") as out:
+        out.write(z.compress(head.tobuf()))
+        zero = bytes(1 << 20)
+        for _ in range(100):
+            out.write(z.compress(zero))
+        out.write(z.compress(bytes(1024)) + z.flush())
+    assert p.stat().st_size < 1 << 20
+    return p, "refused as a likely compression bomb"
+
+
 CASES = [corrupt_gzip, truncated_gzip, corrupt_zstd, not_a_tar_layer, diff_id_mismatch,
          blob_digest_mismatch, missing_blob, malformed_json, truncated_archive, not_an_image,
-         plain_tar, unknown_media_type, missing_file]
+         plain_tar, unknown_media_type, missing_file, env_not_a_list, deep_config, deep_index,
+         huge_index, archive_bomb]
+
+# The same checks in-process (each end-to-end case above costs an ingest): field, JSON, message.
+CONFIG_FIELDS = [
+    ({"history": 7}, "history is a number, not an array"),
+    ({"config": "oops"}, "config is a string, not an object"),
+    ({"config": {"Labels": {"a": "1", "b": 2}}}, "config.Labels['b'] is a number, not a string"),
+    ({"config": {"Cmd": ["sh", ["x"]]}}, "config.Cmd[1] is an array, not a string"),
+    ({"config": {"Entrypoint": {"a": 1}}}, "config.Entrypoint is an object, not an array of strings"),
+    ({"config": {"WorkingDir": 1}}, "config.WorkingDir is a number, not a string"),
+    ({"config": {"User": False}}, "config.User is a boolean, not a string"),
+    ({"config": {"ExposedPorts": ["80/tcp"]}}, "config.ExposedPorts is an array, not an object"),
+    ({"history": [{"created_by": 3}]}, "history[0].created_by is a number, not a string"),
+    ({"history": [{"empty_layer": "yes"}]}, "history[0].empty_layer is a string, not a boolean"),
+    ({"history": ["x"]}, "history[0] is a string, not an object"),
+    ({"rootfs": {"type": "layers", "diff_ids": [1]}}, "rootfs.diff_ids[0] is a number, not a string"),
+    ({"rootfs": []}, "rootfs is an array, not an object"),
+    ({"os": 5}, "os is a number, not a string"),
+]
+
+
+@pytest.mark.parametrize("extra,message", CONFIG_FIELDS, ids=[m.split(" is ")[0] for _, m in CONFIG_FIELDS])
+def test_config_field_of_the_wrong_type(extra, message):
+    from layerdb.errors import SourceError
+    from layerdb.model import parse_config
+
+    doc = {"architecture": "amd64", "os": "linux", "config": {"Env": ["A=1"], "Cmd": "sh"},
+           "rootfs": {"type": "layers", "diff_ids": []}, **extra}
+    with pytest.raises(SourceError) as e:
+        parse_config(json.dumps(doc).encode(), "img.tar: config sha256:ab")
+    assert str(e.value) == f"img.tar: config sha256:ab: {message}"
+
+
+def test_config_fields_docker_accepts_still_parse():
+    """null anywhere, a string Cmd/Entrypoint (docker's StrSlice), container_config alone."""
+    from layerdb.model import parse_config
+
+    c = parse_config(json.dumps({"config": None, "container_config": {"Cmd": "sh -c x", "Env": None},
+                                 "history": None, "rootfs": {"diff_ids": None}, "os": None}).encode())
+    assert (c.cmd, c.env, c.history, c.diff_ids, c.os) == (("sh -c x",), (), (), (), "")
+
+
+@pytest.mark.parametrize("raw,message", [
+    (b"[" * 101 + b"]" * 101, "x: JSON nested more than 100 levels deep"),
+    (b'{"a": "[[[[' + b"[" * 200 + b'"}', None),  # brackets inside a string do not count
+    (b'{"a": "\\"' + b"[" * 200 + b'"}', None),  # nor after an escaped quote
+    (b"{" * 5, "x: malformed JSON"),
+    (b" " * ((4 << 20) + 1), "x: 4194305 bytes is more than the 4 MiB allowed for a JSON document"),
+])
+def test_json_limits(raw, message):
+    from layerdb.errors import SourceError
+    from layerdb.model import decode_json
+
+    if message is None:
+        assert isinstance(decode_json(raw, "x"), dict)
+        return
+    with pytest.raises(SourceError) as e:
+        decode_json(raw, "x")
+    assert str(e.value).startswith(message)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.__name__ for c in CASES])
@@ -175,11 +289,19 @@ def test_good_archives_still_go_in_beside_a_bad_one(home, tmp_path):
 def test_cli_errors_are_one_line(home):
     for args, code in ((["extract", "--path", "/nope", "--image", "good:1"], 2),
                        (["extract", "--path", "/etc/a", "--image", "missing:1"], 2),
-                       (["sql", "select * from no_such_table"], 1),
                        (["layers", "missing:1"], 2)):
         r = _layerdb(*args, home=home)
         assert r.returncode == code, (args, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("layerdb: error: ")
+
+
+def test_sql_error_keeps_duckdbs_hint(home):
+    """One error line with DuckDB's "Did you mean" hint (the echo of the query is dropped),
+    never a traceback."""
+    r = _layerdb("sql", "select * from fss", home=home)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.splitlines() == ['layerdb: error: query failed: Catalog Error: Table with name '
+                                     'fss does not exist! Did you mean "fs"?']
 
 
 def _visible_state(home: Path) -> list:
@@ -291,4 +413,70 @@ def test_reingest_after_a_kill_cleans_staging(tmp_path):
     stale.mkdir(parents=True)
     (stale / "leftover.zst.tmp").write_bytes(b"x")
     assert _layerdb("ingest", "-q", str(arch), home=home).returncode == 0
+    assert tmp_is_clean(home)
+
+
+def test_a_10kb_name_in_an_error_is_one_bounded_line(tmp_path):
+    """A name past NAME_MAX reaches the error boundary as bytes (extract writes raw names):
+    one printable line of bounded length, not a crash of the handler."""
+    arc = tmp_path / "long.tar"
+    f.write_oci_archive(arc, [f.ImageSpec([f.Layer([f.file("etc/ok", b"ok"),
+                                                    f.file("d/" + "x" * 10000 + "\x1b[2J", b"l")])],
+                                          tags=("long:1",))])
+    home = tmp_path / "home"
+    assert _layerdb("ingest", "-q", str(arc), home=home).returncode == 0
+    r = _layerdb("extract", "--path", "/", "--image", "long:1", "-o", str(tmp_path / "out"), home=home)
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "internal error" not in r.stderr
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("layerdb: error: ")
+    assert lines[0].endswith(": file name too long") and len(lines[0]) < 1100
+    assert "\x1b" not in r.stderr
+
+
+def test_disk_full_while_decompressing_an_archive(tmp_path, monkeypatch):
+    """ENOSPC writing the decompressed copy reads as a full disk, not as corrupt data."""
+    from layerdb.errors import NoSpace
+    from layerdb.sources import _open
+
+    arc = tmp_path / "a.tar.gz"
+    arc.write_bytes(gzip.compress(os.urandom(3 << 20)))
+    victim = tmp_path / "tmp" / "victim.tar"
+    victim.parent.mkdir()
+    victim.write_bytes(b"")
+    monkeypatch.setattr(_open.tempfile, "mkstemp",
+                        lambda **kw: (os.open("/dev/full", os.O_WRONLY), str(victim)))
+    with pytest.raises(NoSpace, match=r"a\.tar\.gz: decompressing into .*: no space left on device$"):
+        _open.decompress_to_temp(str(arc), "gzip", str(tmp_path / "tmp"))
+    assert not victim.exists()  # the partial copy is gone
+
+
+@pytest.fixture()
+def tiny_fs(tmp_path):
+    """A 4 MiB tmpfs (root only): a disk that really fills."""
+    d = tmp_path / "tiny"
+    d.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(d)],
+                       capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {r.stderr.decode().strip()}")
+    yield d
+    subprocess.run(["umount", "-l", str(d)], check=False)
+
+
+def test_disk_full_during_ingest_says_so(tiny_fs, tmp_path):
+    """A layer bigger than the disk: `no space left on device`, not `corrupt gzip data`; the
+    catalog is as it was and staging is cleaned."""
+    good = tmp_path / "good.tar"
+    f.write_oci_archive(good, [f.ImageSpec(GOOD_LAYERS, tags=("good:1",))])
+    home = tiny_fs / "home"
+    assert _layerdb("ingest", "-q", str(good), home=home).returncode == 0
+    before = snapshot(home)
+    big = tmp_path / "big.tar"
+    f.write_oci_archive(big, [f.ImageSpec([f.Layer([f.file("r", os.urandom(6 << 20))], "gzip")],
+                                          tags=("big:1",))])
+    r = _layerdb("ingest", "-q", "-j", "1", str(big), home=home)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.splitlines()) == 1 and r.stderr.rstrip().endswith("no space left on device"), r.stderr
+    assert "corrupt" not in r.stderr
+    assert snapshot(home) == before
     assert tmp_is_clean(home)

@@ -77,11 +77,16 @@ def test_sql_stdin_params_and_outputs(home, tmp_path):
 def test_version_and_empty_catalog(tmp_path):
     r = _run("--version", home=tmp_path)
     assert r.returncode == 0 and "version" in r.stdout
-    r = _run("images", "--format", "json", home=tmp_path / "none")
-    assert r.returncode == 1 and r.stdout == ""
-    assert r.stderr == f"layerdb: error: no catalog at {tmp_path / 'none'}; run layerdb ingest first " \
-        "(or give --catalog DIR)\n"
-    assert not (tmp_path / "none").exists()  # reading never creates a catalog
+    none = tmp_path / "none"
+    for args in (["images"], ["layers", "x:1"], ["sql", "select 1"], ["ls", "x:1"],
+                 ["inspect", "x:1"], ["extract", "--path", "/a"], ["report", "setuid"],
+                 ["check"], ["diff", "a", "b"]):
+        r = _run(*args, home=none)
+        assert r.returncode == 1 and r.stdout == "", (args, r.stdout)
+        assert r.stderr == f"layerdb: error: no catalog at {none}; run layerdb ingest first " \
+                           "(or give --catalog DIR / $LAYERDB_HOME)\n", (args, r.stderr)
+    assert not none.exists()  # reading never creates a catalog
+    assert _run("report", "--list", home=none).returncode == 0  # needs no catalog
 
 
 def test_sql_takes_colon_parameters_and_null(home):
@@ -104,3 +109,92 @@ def test_catalog_of_another_format_is_refused(tmp_path):
         r = _run(*args, home=h)
         assert r.returncode == 1 and r.stderr.count("\n") == 1
         assert "has format 99, this layerdb reads format 2" in r.stderr
+
+
+def test_global_catalog_option_works_for_every_command(home, tmp_path):
+    """`layerdb --catalog X CMD` is `layerdb CMD --catalog X`, and wins over $LAYERDB_HOME; a
+    command's own --catalog wins over both."""
+    env = {**os.environ, "LAYERDB_HOME": str(tmp_path / "elsewhere")}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "layerdb.cli", *args], capture_output=True,
+                              text=True, env=env)
+
+    before = run("images", "--catalog", str(home), "--format", "json")
+    after = run("--catalog", str(home), "images", "--format", "json")
+    assert before.returncode == after.returncode == 0 and before.stdout == after.stdout
+    assert json.loads(after.stdout)[0]["name"] == "sample:1"
+    for args in (["layers", "sample:1"], ["ls", "sample:1", "/etc"], ["inspect", "sample:1"],
+                 ["sql", "select count(*) from fs"], ["report", "setuid"],
+                 ["check", "--lowest-efficiency", "disabled", "--highest-user-wasted-percent", "disabled"],
+                 ["extract", "--path", "/etc/hello.txt", "--image", "sample:1"]):
+        r = run("--catalog", str(home), *args)
+        assert r.returncode == 0, (args, r.stderr)
+    r = run("--catalog", str(tmp_path / "nowhere"), "images", "--catalog", str(home))
+    assert r.returncode == 0 and "sample:1" in r.stdout
+    r = run("--catalog", str(tmp_path / "nowhere"), "images")
+    assert r.returncode == 1 and f"no catalog at {tmp_path / 'nowhere'};" in r.stderr
+
+
+def test_platform_shorthand_and_the_platforms_present(tmp_path):
+    idx = f.IndexSpec([
+        f.ImageSpec([f.Layer([f.file("arch", b"amd64")])], platform="linux/amd64"),
+        f.ImageSpec([f.Layer([f.file("arch", b"arm64")])], platform="linux/arm64/v8"),
+    ], tags=("multi:1",))
+    f.write_oci_archive(tmp_path / "m.tar", [idx])
+    h = tmp_path / "home"
+    assert _run("ingest", "-q", str(tmp_path / "m.tar"), home=h).returncode == 0
+    for plat in ("arm64", "aarch64", "linux/arm64", "linux/arm64/v8"):
+        r = _run("extract", "--path", "/arch", "--image", "multi:1", "--platform", plat, home=h)
+        assert r.returncode == 0 and r.stdout == "arm64", (plat, r.stderr)
+    assert json.loads(_run("inspect", "multi:1", "--platform", "x86_64", home=h).stdout)["Platform"] == "linux/amd64"
+    for args in (["layers", "multi:1"], ["ls", "multi:1"], ["report", "setuid", "--image", "multi:1"]):
+        r = _run(*args, "--platform", "s390x", home=h)
+        assert r.returncode == 2, (args, r.stderr)
+        assert r.stderr == ("layerdb: error: no image matches 'multi:1' for platform linux/s390x; "
+                            "present: linux/amd64, linux/arm64/v8\n"), (args, r.stderr)
+
+
+def test_a_missing_param_value_names_the_parameter(home):
+    for args in (["sql", "select $img", "-p", "img"], ["sql", "select $a", "-p", "a", "-p", "b", "1"],
+                 ["report", "largest-files", "-p", "limit"]):
+        r = _run(*args, home=home)
+        name = args[args.index("-p") + 1]
+        assert r.returncode == 2 and r.stdout == "", (args, r.stderr)
+        assert r.stderr == f"layerdb: error: -p {name}: no VALUE given (use -p NAME VALUE, null for NULL)\n"
+
+
+def test_error_lines_are_printable_and_bounded(monkeypatch, capsys):
+    """The boundary itself never fails: bytes file names, control characters, 10 KB texts."""
+    import click
+
+    from layerdb import cli as cli_mod
+    from layerdb.errors import SourceError
+
+    def boom(exc: BaseException) -> click.Command:
+        def run() -> None:
+            raise exc
+        return click.Command("boom", callback=run)
+
+    cases = [
+        (OSError(36, "File name too long", b"/o/" + b"\xff" * 10000), 1,
+         r"^layerdb: error: /o/(\\xff)+\\?x?f?\.\.\.\[\d+ characters\]\.\.\.f?f?(\\xff)+: file name too long$"),
+        (OSError(28, "No space left on device", "/x"), 1, r"^layerdb: error: /x: no space left on device$"),
+        (SourceError("a.tar: ref \x1b]0;pwned\x07 \u202eevil\nlayerdb: fake line\r\u2028"), 1,
+         r"^layerdb: error: a\.tar: ref \\x1b\]0;pwned\\x07 \\u202eevil\\x0alayerdb: fake line\\x0d\\u2028$"),
+        (ValueError("line one\nline two"), 3,
+         r"^layerdb: internal error: ValueError: line one \(set LAYERDB_DEBUG=1 for a traceback\)$"),
+    ]
+    import re
+
+    monkeypatch.delenv("LAYERDB_DEBUG", raising=False)
+    for exc, code, pattern in cases:
+        cli_mod.cli.add_command(boom(exc))
+        try:
+            with pytest.raises(SystemExit) as e:
+                cli_mod.main(["boom"])
+        finally:
+            cli_mod.cli.commands.pop("boom")
+        err = capsys.readouterr().err
+        assert e.value.code == code and err.count("\n") == 1 and len(err) < 1100, err
+        assert re.match(pattern, err.rstrip("\n")), err

@@ -12,13 +12,26 @@ from typing import Any
 
 import click
 
-from .cli_options import CONTEXT, _catalog_option, _format_option, _params_option, _render
+from .cli_options import (
+    CONTEXT,
+    GLOBAL_CATALOG,
+    _catalog_option,
+    _format_option,
+    _params_option,
+    _platform_option,
+    _render,
+    existing_catalog,
+    platform_hint,
+)
 from .errors import LayerdbError
 
 
 @click.group(context_settings=CONTEXT)
+@click.option("--catalog", "catalog", metavar="DIR", default=None,
+              help="Catalog directory for every command (as each command's --catalog).")
 @click.version_option(package_name="layerdb")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context, catalog: str | None) -> None:
     """layerdb: container images as a queryable database.
 
     Ingest image archives once (docker save, podman, skopeo, kaniko, OCI layouts); then every
@@ -27,9 +40,12 @@ def cli() -> None:
     \b
       layerdb ingest *.tar
       layerdb images
+      layerdb --catalog ./sample/catalog images
       layerdb sql "select image, path, size from fs where path like '%/app'"
       layerdb extract --entrypoint --image myapp:latest -o ./app
     """
+    if catalog:
+        ctx.meta[GLOBAL_CATALOG] = catalog
 
 
 @cli.command(context_settings=CONTEXT)
@@ -53,6 +69,13 @@ def ingest(paths: tuple[str, ...], jobs: int | None, quiet: bool, verify: bool, 
     others still go in. Layers already in the catalog are not read again; a blob digest not
     seen before is still read and checked before it is recorded (--verify: every blob).
     Exit status: 0 all ingested, 1 any refused.
+
+    \b
+    Limits (past one, the archive is refused with one line):
+      JSON documents (index.json, manifest.json, manifests, configs): 4 MiB each, nested at
+        most 100 levels; config fields must have their JSON types (Env an array of strings...)
+      an archive compressed as a whole: decompressed (to a temporary file under the catalog)
+        to at most 100x its size + 64 MiB; $LAYERDB_MAX_ARCHIVE_RATIO changes the 100
 
     \b
     Example:
@@ -124,7 +147,7 @@ def images(fmt: str, catalog: str | None) -> None:
     """
     from .catalog import Catalog
 
-    with Catalog(catalog) as cat:
+    with Catalog(existing_catalog(catalog)) as cat:
         cols, rows = cat.query(
             "select name, substr(id, 8, 12) as id, platform, layer_count as layers, size, "
             "compressed_size, array_to_string(refs, ',') as refs, created from images "
@@ -137,7 +160,7 @@ def images(fmt: str, catalog: str | None) -> None:
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("image")
-@click.option("--platform", default=None, help="os/arch[/variant] when IMAGE names several.")
+@_platform_option()
 @_format_option
 @_catalog_option
 def layers(image: str, platform: str | None, fmt: str, catalog: str | None) -> None:
@@ -149,7 +172,8 @@ def layers(image: str, platform: str | None, fmt: str, catalog: str | None) -> N
     """
     from .catalog import Catalog
 
-    with Catalog(catalog) as cat:
+    root = existing_catalog(catalog)
+    with platform_hint(root, image, platform), Catalog(root) as cat:
         img = cat.resolve_image(image, platform)
         cols, rows = cat.query(
             "select l.position, l.diff_id, l.digest, l.media_type, l.compressed_size, l.size, "
@@ -206,7 +230,7 @@ def sql(query: str, params: tuple, fmt: str, output: str | None, tables: tuple[s
         from .reports import to_duckdb
 
         query = to_duckdb(query)
-    with Catalog(catalog, sandbox=True, tables=named) as cat:
+    with Catalog(existing_catalog(catalog), sandbox=True, tables=named) as cat:
         if output:
             _write_result(cat, query, bound, output)
             return
@@ -244,7 +268,7 @@ def _write_result(cat: Any, query: str, bound: dict[str, Any], output: str) -> N
               help="Extract the executable the image runs (Entrypoint/Cmd, WorkingDir, PATH).")
 @click.option("--image", default=None, help="Image ref, id or config digest. Optional when the "
               "path is in only one image.")
-@click.option("--platform", default=None, help="os/arch[/variant] when a ref has several.")
+@_platform_option("os/arch[/variant] when a ref has several (arm64 means linux/arm64).")
 @click.option("-o", "--output", default=None, metavar="FILE|DIR",
               help="Where to write (default: stdout; a directory goes out as a tar stream).")
 @click.option("--keep-setuid", is_flag=True, help="Keep setuid/setgid bits (dropped by default).")
@@ -270,8 +294,10 @@ def extract(path: str | None, entrypoint: bool, image: str | None, platform: str
         raise UsageError("give --path PATH or --entrypoint")
     if path and entrypoint:
         raise UsageError("give --path or --entrypoint, not both")
-    res = run(path=path, image=image, output=output, catalog_root=catalog, platform=platform,
-              entrypoint=entrypoint, keep_setuid=keep_setuid)
+    root = existing_catalog(catalog)
+    with platform_hint(root, image, platform):
+        res = run(path=path, image=image, output=output, catalog_root=root, platform=platform,
+                  entrypoint=entrypoint, keep_setuid=keep_setuid)
     for w in res.warnings:
         click.echo(f"layerdb: warning: {w}", err=True)
     if output not in (None, "-"):
@@ -357,6 +383,108 @@ def slim(image: str | None, platform: str | None, output: str | None, fmt: str, 
                err=True)
 
 
+@cli.command(context_settings=CONTEXT)
+@click.argument("image")
+@_platform_option()
+@click.option("--config", "only_config", is_flag=True,
+              help="Print only the config document (as `skopeo inspect --config`).")
+@click.option("--manifest", "only_manifest", is_flag=True,
+              help="Print only the manifest (as `skopeo inspect --raw`).")
+@click.option("--raw", is_flag=True, help="With --config or --manifest: the document exactly as "
+              "stored (its sha256 is the config digest / image id), not re-indented.")
+@click.option("--format", "fmt", type=click.Choice(["json", "table"]), default="json",
+              show_default=True, help="json: one object (docker inspect's fields); table: one "
+              "field per line.")
+@_catalog_option
+def inspect(image: str, platform: str | None, only_config: bool, only_manifest: bool, raw: bool,
+            fmt: str, catalog: str | None) -> None:
+    """Show IMAGE's config and manifest: Entrypoint, Cmd, Env, WorkingDir, User, Labels,
+    ExposedPorts, history, the layers' diff_ids and the manifest, as ingested.
+
+    \b
+    Examples:
+      layerdb inspect myapp:latest
+      layerdb inspect myapp:latest --config | jq .config.Env
+      layerdb inspect myapp:latest --format table
+      layerdb inspect myapp:latest --config --raw | sha256sum   # the config digest
+    """
+    import json
+
+    from .errors import UsageError
+    from .inspection import inspect_image, table_lines
+
+    if only_config and only_manifest:
+        raise UsageError("give --config or --manifest, not both")
+    if raw and not (only_config or only_manifest):
+        raise UsageError("--raw goes with --config or --manifest")
+    root = existing_catalog(catalog)
+    with platform_hint(root, image, platform):
+        ins = inspect_image(root, image, platform)
+    if only_config or only_manifest:
+        text = ins.config_text if only_config else ins.manifest_text
+        if raw:
+            click.echo(text, nl=False)
+            return
+        doc = ins.config() if only_config else ins.manifest()
+        click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+        return
+    if fmt == "json":
+        click.echo(json.dumps(ins.summary(), indent=2, ensure_ascii=False))
+        return
+    from .errors import printable
+
+    pairs = table_lines(ins)
+    width = max(len(k) for k, _ in pairs)
+    for k, v in pairs:
+        click.echo(f"{k + ':':<{width + 1}} {printable(v)}")
+
+
+@cli.command(name="ls", context_settings=CONTEXT)
+@click.argument("image")
+@click.argument("path", required=False)
+@click.option("-l", "long", is_flag=True, help="Long listing: mode, owner, group, size, mtime "
+              "(UTC), name -> link target (as ls -l).")
+@click.option("--tree", is_flag=True, help="Everything below PATH, drawn as a tree.")
+@click.option("--layer", "layer", type=int, default=None, metavar="N",
+              help="Only layer N's own members (0 = base), marked A added, M modified, D removed "
+                   "(a whiteout), O opaque directory (as dive's layer view).")
+@_platform_option()
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
+              show_default=True, help="Output format (json/csv: one row per entry, exact values).")
+@_catalog_option
+def ls(image: str, path: str | None, long: bool, tree: bool, layer: int | None,
+       platform: str | None, fmt: str, catalog: str | None) -> None:
+    """List PATH (default /; relative to WorkingDir) in IMAGE's merged filesystem, as a running
+    container sees it; or, with --layer N, what layer N itself adds, changes and removes.
+
+    \b
+    Examples:
+      layerdb ls myapp:latest /etc
+      layerdb ls myapp:latest /usr/local -l
+      layerdb ls myapp:latest / --tree
+      layerdb ls myapp:latest --layer 2 -l
+    """
+    from . import listing
+
+    root = existing_catalog(catalog)
+    with platform_hint(root, image, platform):
+        if layer is not None:
+            img, rows = listing.layer_rows(root, image, platform, layer, path)
+        else:
+            img, rows = listing.merged_rows(root, image, platform, path, recursive=tree)
+    top = listing.absolute(path, img.working_dir)
+    if fmt != "table":
+        _render(*listing.records(rows), fmt)
+        return
+    if tree:
+        lines = listing.tree_lines(rows, top, long)
+    else:
+        full = layer is not None or (len(rows) == 1 and rows[0].entry.path == top)
+        lines = listing.long_lines(rows, full) if long else listing.short_lines(rows, full)
+    for line in lines:
+        click.echo(line)
+
+
 from .housekeeping_commands import gc, rm, verify  # noqa: E402
 from .report_commands import check, diff, report  # noqa: E402
 
@@ -369,16 +497,26 @@ cli.add_command(verify)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: runs the click group; turns every ``LayerdbError`` into one line."""
+    """Entry point: runs the click group; the one error boundary. A ``LayerdbError`` becomes
+    one line (``layerdb: error: ...``, control characters escaped, a huge one shortened; a
+    SQL error keeps DuckDB's hint and its pointer at the query below it) and its exit code."""
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
-        cli.main(args=argv, prog_name="layerdb", standalone_mode=False)
+        cli.main(args=args, prog_name="layerdb", standalone_mode=False)
     except LayerdbError as e:
-        click.echo(f"layerdb: error: {e}", err=True)
+        text, from_duckdb = _error_text(e)
+        _say("layerdb: error: ", text, lines=from_duckdb)
         sys.exit(e.exit_code)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
+    except click.BadOptionUsage as e:
+        if e.option_name in ("-p", "--param"):
+            _say("layerdb: error: ", _missing_param(args))
+            sys.exit(2)
+        _show(e)
+        sys.exit(2)
     except click.ClickException as e:
-        e.show()
+        _show(e)
         sys.exit(e.exit_code if e.exit_code else 2)
     except click.exceptions.Abort:
         click.echo("layerdb: aborted", err=True)
@@ -392,16 +530,88 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             os._exit(141)
     except OSError as e:
-        click.echo(f"layerdb: error: {e.filename + ': ' if e.filename else ''}{e.strerror or e}",
-                   err=True)
+        from .errors import is_disk_full, printable
+
+        what = "no space left on device" if is_disk_full(e) else (e.strerror or str(e)).lower()
+        name = f"{printable(os.fsdecode(e.filename))}: " if e.filename is not None else ""
+        _say("layerdb: error: ", name + what)
         sys.exit(1)
     except Exception as e:  # a bug: still one line, unless asked for the traceback
         if os.environ.get("LAYERDB_DEBUG"):
             raise
-        click.echo(f"layerdb: internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-                   " (set LAYERDB_DEBUG=1 for a traceback)", err=True)
+        from .errors import printable
+
+        text = printable(e).split("\\x0a")[0]
+        _say("layerdb: internal error: ", f"{type(e).__name__}: {text} (set LAYERDB_DEBUG=1 for a traceback)")
         sys.exit(3)
     sys.exit(0)
+
+
+def _error_text(e: BaseException) -> tuple[str, bool]:
+    """The message of ``e``; when a DuckDB error caused it, DuckDB's whole text (the
+    catalog keeps only its first line), e.g. its ``Did you mean "fs"?`` and ``LINE 1:``, and
+    True (its lines are DuckDB's, not an archive's)."""
+    try:
+        msg = str(e)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not break the boundary
+        msg = type(e).__name__
+    cause = e.__cause__
+    if cause is not None and type(cause).__module__.lstrip("_").split(".")[0] == "duckdb":
+        full = str(cause).strip()
+        first = full.splitlines()[0] if full else ""
+        if first and full != first and msg.endswith(first):
+            return msg[: len(msg) - len(first)] + full, True
+    return msg, False
+
+
+def _say(prefix: str, text: str, lines: bool = False) -> None:
+    """``prefix`` + ``text`` on one printable line (a newline in it shows as ``\\x0a``), never
+    raising. ``lines`` (DuckDB's message): the hint lines up to the first blank one are joined
+    to the first, the rest (its pointer into the query) go below as they are."""
+    from .errors import error_line
+
+    if not lines:
+        _echo_err(prefix + error_line(text))
+        return
+    lines_ = text.splitlines() or [""]
+    head = [lines_[0]]
+    rest = lines_[1:]
+    while rest and rest[0].strip():
+        head.append(rest.pop(0).strip())
+    while rest and not rest[0].strip():
+        rest.pop(0)
+    _echo_err("\n".join([prefix + error_line(" ".join(head))] + [error_line(r) for r in rest]))
+
+
+def _echo_err(text: str) -> None:
+    try:
+        click.echo(text, err=True)
+    except Exception:  # noqa: BLE001 - stderr itself is gone
+        pass
+
+
+def _missing_param(args: list[str]) -> str:
+    """``-p NAME`` at the end of the line: name the parameter left without a value."""
+    for i in range(len(args) - 1, -1, -1):
+        a = args[i]
+        if a in ("-p", "--param"):
+            name = args[i + 1] if i + 1 < len(args) else ""
+            if name:
+                return f"-p {name}: no VALUE given (use -p NAME VALUE, null for NULL)"
+            return "-p: no NAME and VALUE given (use -p NAME VALUE)"
+    return "-p takes NAME VALUE"
+
+
+def _show(e: click.ClickException) -> None:
+    """click's usage error, with the message made printable (it may quote an argument)."""
+    from .errors import error_line
+
+    ctx = getattr(e, "ctx", None)
+    if ctx is not None:
+        hint = (f"Try '{ctx.command_path} {ctx.help_option_names[0]}' for help.\n"
+                if ctx.command.get_help_option(ctx) is not None else "")
+        _echo_err(f"{ctx.get_usage()}\n{hint}")
+    _echo_err(f"Error: {error_line(e.format_message())}")
 
 
 if __name__ == "__main__":

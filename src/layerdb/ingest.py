@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from .compression import open_decompressed
 from .digest import Digest, HashingReader
-from .errors import CorruptLayer, DigestMismatch, LayerdbError, SourceError
+from .errors import CorruptLayer, DigestMismatch, LayerdbError, NoSpace, SourceError, is_disk_full
 from .model import LAYER_TYPES, FileSegment, Image, LayerRef, familiar_ref
 from .sources import open_source
 from .store import BlobStore, LayerWriter
@@ -147,8 +147,8 @@ def read_layer(job: LayerJob) -> LayerResult:
         writer.abort()
         _unlink(parquet_tmp)
         _unlink(index_tmp)
-        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-            raise LayerdbError(f"{job.source}: no space left on device") from e
+        if is_disk_full(e):  # a write failed: not the layer's fault
+            raise NoSpace(f"{job.what}: writing to {job.staging}: no space left on device") from e
         raise CorruptLayer(f"{job.what}: truncated or corrupt {kind_name(job)} data: {e}") from e
     return LayerResult(
         diff_id=job.diff_id, digest=hashed.digest(), compressed_size=hashed.bytes_read,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -42,6 +43,14 @@ LAYER_TYPES = {
 }
 
 
+_KNOWN_OS = frozenset({"linux", "windows", "darwin", "freebsd", "netbsd", "openbsd", "solaris",
+                       "illumos", "aix", "android", "ios", "plan9", "js", "wasip1", "dragonfly"})
+_KNOWN_ARCH = frozenset({"amd64", "arm64", "arm", "386", "ppc64le", "ppc64", "s390x", "riscv64",
+                         "mips64le", "mips64", "mipsle", "mips", "loong64", "wasm"})
+_ARCH_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "i386": "386",
+                 "i686": "386", "armhf": "arm", "armel": "arm"}
+
+
 @dataclass(frozen=True)
 class Platform:
     os: str = ""
@@ -54,8 +63,19 @@ class Platform:
 
     @classmethod
     def parse(cls, text: str) -> Platform:
-        parts = text.split("/")
-        return cls(*(parts + ["", "", ""])[:3])
+        """``os/arch[/variant]``, as containerd reads a platform: an architecture alone means
+        ``linux/ARCH`` (``arm64``, ``arm/v7``), an OS alone any architecture of it; common
+        aliases are normalised (``x86_64`` and ``x86-64`` -> ``amd64``, ``aarch64`` ->
+        ``arm64``, whose ``v8`` variant is its only one and is dropped)."""
+        parts = [p.strip().lower() for p in text.strip().split("/")]
+        if len(parts) <= 2 and parts[0] not in _KNOWN_OS and (
+                parts[0] in _ARCH_ALIASES or parts[0] in _KNOWN_ARCH):
+            parts = ["linux", *parts]
+        os_, arch, variant = (parts + ["", "", ""])[:3]
+        arch = _ARCH_ALIASES.get(arch, arch)
+        if arch == "arm64" and variant == "v8":
+            variant = ""
+        return cls(os_, arch, variant)
 
     def matches(self, want: Platform) -> bool:
         """True when every field ``want`` sets equals ours."""
@@ -213,56 +233,165 @@ class Image:
     index_digest: Digest | None = None
 
 
-def _strs(v: Any) -> tuple[str, ...]:
+#: JSON documents (index.json, manifest.json, manifests, configs) larger than this are refused
+#: before they are read: the distribution registry refuses manifests past 4 MiB too, and a
+#: parsed document costs up to ~25x its size in memory.
+MAX_JSON_BYTES = 4 << 20
+#: arrays and objects nested deeper than this are refused (real documents nest ~5 deep)
+MAX_JSON_DEPTH = 100
+
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def json_depth(raw: bytes, limit: int = MAX_JSON_DEPTH) -> int:
+    """How deep arrays and objects nest in ``raw`` (strings skipped), counting no further
+    than ``limit + 1``."""
+    brackets = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKET)
+    depth = deepest = 0
+    for b in brackets:
+        if b in b"[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    break
+        else:
+            depth -= 1
+    return deepest
+
+
+def decode_json(raw: bytes, where: str) -> Any:
+    """Decode one JSON document within the limits (``MAX_JSON_BYTES``, ``MAX_JSON_DEPTH``).
+    Raises ``SourceError`` (``LimitExceeded`` past a limit) with ``where`` in front."""
+    from .errors import LimitExceeded, SourceError
+
+    if len(raw) > MAX_JSON_BYTES:
+        raise LimitExceeded(f"{where}: {len(raw)} bytes is more than the {MAX_JSON_BYTES >> 20} MiB "
+                            "allowed for a JSON document")
+    if json_depth(raw) > MAX_JSON_DEPTH:
+        raise LimitExceeded(f"{where}: JSON nested more than {MAX_JSON_DEPTH} levels deep")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise SourceError(f"{where}: malformed JSON: {e}") from e
+
+
+def _json_type(v: Any) -> str:
     if v is None:
-        return ()
+        return "null"
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, (int, float)):
+        return "a number"
     if isinstance(v, str):
-        return (v,)
-    return tuple(str(x) for x in v)
+        return "a string"
+    if isinstance(v, list):
+        return "an array"
+    return "an object"
+
+
+class _Fields:
+    """Typed reads of a config document's fields, as Go's ``encoding/json`` decodes them into
+    the image-spec structs (docker and containerd refuse a config these reads refuse)."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def fail(self, what: str, want: str, got: Any) -> Exception:
+        from .errors import SourceError
+
+        return SourceError(f"{self.where}: {what} is {_json_type(got)}, not {want}")
+
+    def obj(self, v: Any, what: str) -> dict:
+        if v is None:
+            return {}
+        if not isinstance(v, dict):
+            raise self.fail(what, "an object", v)
+        return v
+
+    def text(self, v: Any, what: str) -> str:
+        if v is None:
+            return ""
+        if not isinstance(v, str):
+            raise self.fail(what, "a string", v)
+        return v
+
+    def strs(self, v: Any, what: str, one: bool = False) -> tuple[str, ...]:
+        """An array of strings (``one``: a single string is one element, as docker's StrSlice)."""
+        if v is None:
+            return ()
+        if one and isinstance(v, str):
+            return (v,)
+        if not isinstance(v, list):
+            raise self.fail(what, "an array of strings", v)
+        for i, x in enumerate(v):
+            if not isinstance(x, str):
+                raise self.fail(f"{what}[{i}]", "a string", x)
+        return tuple(v)
+
+    def flag(self, v: Any, what: str) -> bool:
+        if v is None:
+            return False
+        if not isinstance(v, bool):
+            raise self.fail(what, "a boolean", v)
+        return v
 
 
 def parse_config(raw: bytes, where: str = "config") -> ImageConfig:
-    """Parse an image config blob (OCI or Docker). Raises SourceError when malformed."""
+    """Parse an image config blob (OCI or Docker). Raises ``SourceError`` when it is not JSON,
+    past a limit (size, depth), or when a field has the wrong JSON type."""
     from .errors import SourceError
 
-    try:
-        doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise SourceError(f"{where}: malformed JSON: {e}") from e
+    doc = decode_json(raw, where)
     if not isinstance(doc, dict):
         raise SourceError(f"{where}: not a JSON object")
-    cfg = doc.get("config") or doc.get("container_config") or {}
-    rootfs = doc.get("rootfs") or {}
+    t = _Fields(where)
+    cfg = t.obj(doc.get("config"), "config")
+    old = t.obj(doc.get("container_config"), "container_config")
+    if "config" not in doc or doc.get("config") is None:
+        cfg = old
+    for key in ("ExposedPorts", "Volumes"):
+        t.obj(cfg.get(key), f"config.{key}")
+    for key in ("StopSignal", "Hostname", "Domainname"):
+        t.text(cfg.get(key), f"config.{key}")
+    rootfs = t.obj(doc.get("rootfs"), "rootfs")
     try:
-        diff_ids = tuple(Digest.parse(d) for d in rootfs.get("diff_ids") or ())
+        diff_ids = tuple(Digest.parse(d) for d in t.strs(rootfs.get("diff_ids"), "rootfs.diff_ids"))
+    except SourceError:
+        raise
     except Exception as e:
         raise SourceError(f"{where}: bad rootfs.diff_ids: {e}") from e
-    history = tuple(
-        HistoryEntry(
-            created=str(h.get("created") or ""),
-            created_by=str(h.get("created_by") or ""),
-            comment=str(h.get("comment") or ""),
-            empty_layer=bool(h.get("empty_layer")),
-        )
-        for h in (doc.get("history") or ())
-        if isinstance(h, dict)
-    )
-    labels = cfg.get("Labels") or {}
+    history = []
+    hist = doc.get("history")
+    if hist is not None and not isinstance(hist, list):
+        raise t.fail("history", "an array", hist)
+    for i, h in enumerate(hist or ()):
+        h = t.obj(h, f"history[{i}]")
+        history.append(HistoryEntry(
+            created=t.text(h.get("created"), f"history[{i}].created"),
+            created_by=t.text(h.get("created_by"), f"history[{i}].created_by"),
+            comment=t.text(h.get("comment"), f"history[{i}].comment"),
+            empty_layer=t.flag(h.get("empty_layer"), f"history[{i}].empty_layer"),
+        ))
+    labels = t.obj(cfg.get("Labels"), "config.Labels")
+    for k, v in labels.items():
+        t.text(v, f"config.Labels[{k!r}]")
     return ImageConfig(
         raw=raw,
-        os=str(doc.get("os") or ""),
-        architecture=str(doc.get("architecture") or ""),
-        variant=str(doc.get("variant") or ""),
-        created=str(doc.get("created") or ""),
-        author=str(doc.get("author") or ""),
-        entrypoint=_strs(cfg.get("Entrypoint")),
-        cmd=_strs(cfg.get("Cmd")),
-        working_dir=str(cfg.get("WorkingDir") or ""),
-        env=_strs(cfg.get("Env")),
-        user=str(cfg.get("User") or ""),
-        labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())),
+        os=t.text(doc.get("os"), "os"),
+        architecture=t.text(doc.get("architecture"), "architecture"),
+        variant=t.text(doc.get("variant"), "variant"),
+        created=t.text(doc.get("created"), "created"),
+        author=t.text(doc.get("author"), "author"),
+        entrypoint=t.strs(cfg.get("Entrypoint"), "config.Entrypoint", one=True),
+        cmd=t.strs(cfg.get("Cmd"), "config.Cmd", one=True),
+        working_dir=t.text(cfg.get("WorkingDir"), "config.WorkingDir"),
+        env=t.strs(cfg.get("Env"), "config.Env"),
+        user=t.text(cfg.get("User"), "config.User"),
+        labels=tuple(sorted(labels.items())),
         diff_ids=diff_ids,
-        history=history,
+        history=tuple(history),
     )
 
 

@@ -6,7 +6,16 @@ import sys
 
 import click
 
-from .cli_options import CONTEXT, _catalog_option, _format_option, _params_option, _render
+from .cli_options import (
+    CONTEXT,
+    _catalog_option,
+    _format_option,
+    _params_option,
+    _platform_option,
+    _render,
+    existing_catalog,
+    platform_hint,
+)
 
 
 @click.command(context_settings=CONTEXT)
@@ -20,7 +29,7 @@ from .cli_options import CONTEXT, _catalog_option, _format_option, _params_optio
 @click.option("--image", default=None, metavar="REF",
               help="Only this image (ref, id or config digest); binds :image. Default: every "
                    "image.")
-@click.option("--platform", default=None, help="os/arch[/variant] when REF names several.")
+@_platform_option("os/arch[/variant] when REF names several (arm64 means linux/arm64).")
 @_params_option
 @_format_option
 @_catalog_option
@@ -52,19 +61,21 @@ def report(name: str | None, list_: bool, describe: bool, show_sql: bool,
     if describe:
         click.echo(reports.describe(reports.get_report(name)))
         return
+    catalog = existing_catalog(catalog)
     if show_sql:
         click.echo(reports.inline_sql(name, given, image=image, catalog_root=catalog,
                                       platform=platform), nl=False)
         return
-    cols, rows = reports.run_report(name, given, image=image, catalog_root=catalog,
-                                    platform=platform)
+    with platform_hint(catalog, image, platform):
+        cols, rows = reports.run_report(name, given, image=image, catalog_root=catalog,
+                                        platform=platform)
     _render(cols, rows, fmt)
 
 
 @click.command(context_settings=CONTEXT)
 @click.option("--image", default=None, metavar="REF",
               help="The image to judge (ref, id or config digest). Default: every image.")
-@click.option("--platform", default=None, help="os/arch[/variant] when REF names several.")
+@_platform_option("os/arch[/variant] when REF names several (arm64 means linux/arm64).")
 @click.option("--lowest-efficiency", metavar="RATIO", default=None,
               help="Fail below this efficiency (default 0.9; 'disabled' to skip).")
 @click.option("--highest-wasted-bytes", metavar="SIZE", default=None,
@@ -105,8 +116,10 @@ def check(image: str | None, platform: str | None, lowest_efficiency: str | None
         "highest-user-wasted-percent": highest_user_wasted_percent})
     if rules.source != "defaults":
         click.echo(f"using CI config: {rules.source}", err=True)
-    summaries, results = reports.check_images(image, rules, dive=dive_figures,
-                                              catalog_root=catalog, platform=platform)
+    catalog = existing_catalog(catalog)
+    with platform_hint(catalog, image, platform):
+        summaries, results = reports.check_images(image, rules, dive=dive_figures,
+                                                  catalog_root=catalog, platform=platform)
     failed = sum(r.status == "FAIL" for r in results)
     if fmt != "table":
         cols = ["image", "image_id", "rule", "status", "value", "threshold", "message"]
@@ -133,7 +146,7 @@ def check(image: str | None, platform: str | None, lowest_efficiency: str | None
 @click.command(context_settings=CONTEXT)
 @click.argument("image_a")
 @click.argument("image_b")
-@click.option("--platform", default=None, help="os/arch[/variant] when a ref names several.")
+@_platform_option("os/arch[/variant] when a ref names several (arm64 means linux/arm64).")
 @_format_option
 @_catalog_option
 def diff(image_a: str, image_b: str, platform: str | None, fmt: str,
@@ -151,7 +164,9 @@ def diff(image_a: str, image_b: str, platform: str | None, fmt: str,
     from .output import human_bytes
     from .reports import diff_images
 
-    d = diff_images(image_a, image_b, catalog_root=catalog, platform=platform)
+    catalog = existing_catalog(catalog)
+    with platform_hint(catalog, None, platform):
+        d = diff_images(image_a, image_b, catalog_root=catalog, platform=platform)
     _render(d.columns, d.rows, fmt)
     parts = [f"{n} {k} ({'+' if b > 0 else '-' if b < 0 else ''}{human_bytes(abs(b))})"
              for k, (n, b) in d.totals.items()]

@@ -218,7 +218,7 @@ class Catalog:
         if not self.layout.exists():
             if not missing_ok:
                 raise NoCatalog(f"no catalog at {self.root}; run layerdb ingest first "
-                                "(or give --catalog DIR)")
+                                "(or give --catalog DIR / $LAYERDB_HOME)")
             self.con = duckdb.connect(":memory:")
             self.con.execute(TABLES)
         else:
@@ -382,7 +382,7 @@ def refresh_lookup_from_catalog(layout: Layout) -> None:
     index). Written atomically; safe beside a running ingest, which rewrites it after its own
     commits."""
     if not layout.exists():
-        raise NoCatalog(f"no catalog at {layout.root}; run layerdb ingest first (or give --catalog DIR)")
+        raise NoCatalog(f"no catalog at {layout.root}; run layerdb ingest first (or give --catalog DIR / $LAYERDB_HOME)")
     from .writer import refresh_lookup
 
     con = connect(layout.db, read_only=True)

@@ -18,10 +18,8 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from ..errors import SourceError
-from ..model import FileSegment
+from ..model import MAX_JSON_BYTES, FileSegment  # JSON documents past it are refused unread
 
-#: JSON documents (manifests, configs, indexes) larger than this are refused, in bytes.
-MAX_JSON_BYTES = 64 << 20
 _BLOCK = 512
 _MAX_LINK_HOPS = 16
 
@@ -59,7 +57,8 @@ def read_small(files: Files, name: str, what: str) -> bytes:
         raise SourceError(f"{files.display}: {what} is missing")
     size = seg.size()
     if size > MAX_JSON_BYTES:
-        raise SourceError(f"{files.display}: {what}: {size} bytes is too large for a JSON document")
+        raise SourceError(f"{files.display}: {what}: {size} bytes is more than the "
+                          f"{MAX_JSON_BYTES >> 20} MiB allowed for a JSON document")
     with seg.open() as f:
         data = f.read(size)
     if len(data) != size:

@@ -5,7 +5,6 @@ Error messages start with the archive path the user gave and name the member or 
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -19,6 +18,7 @@ from ..model import (
     Image,
     ImageConfig,
     Platform,
+    decode_json,
     parse_config,
 )
 from ._files import Files, read_small
@@ -32,11 +32,9 @@ REFERENCE_TYPE = "vnd.docker.reference.type"
 
 
 def parse_json(raw: bytes, where: str) -> Any:
-    """Decode a JSON document; ``where`` prefixes the error (``img.tar: manifest.json``)."""
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise SourceError(f"{where}: malformed JSON: {e}") from e
+    """Decode a JSON document within layerdb's limits (``model.MAX_JSON_BYTES`` and
+    ``MAX_JSON_DEPTH``); ``where`` prefixes the error (``img.tar: manifest.json``)."""
+    return decode_json(raw, where)
 
 
 def load_json(files: Files, name: str, what: str = "") -> tuple[bytes, Any]:

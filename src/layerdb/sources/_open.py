@@ -13,9 +13,10 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
+from typing import Any
 
 from .. import compression
-from ..errors import SourceError
+from ..errors import LimitExceeded, NoSpace, SourceError, is_disk_full
 from ._files import DirFiles, Files, TarFiles
 from .docker_archive import DockerArchiveSource
 from .oci_layout import OciLayoutSource
@@ -58,14 +59,39 @@ def _dispatch(path: str, files: Files, temp: str | None) -> Source:
                       "(no manifest.json or index.json)")
 
 
+#: A whole-archive-compressed input (``x.tar.gz``) is decompressed to a temporary file of at
+#: most ``MAX_ARCHIVE_RATIO`` times its size plus ``ARCHIVE_SLACK`` bytes; past that it is
+#: refused as a likely compression bomb. A docker save archive compresses 2-5x; its layers
+#: inside are usually compressed already. ``$LAYERDB_MAX_ARCHIVE_RATIO`` raises the ratio.
+MAX_ARCHIVE_RATIO = 100
+ARCHIVE_SLACK = 64 << 20
+
+
+def archive_ratio() -> float:
+    """``$LAYERDB_MAX_ARCHIVE_RATIO``, else ``MAX_ARCHIVE_RATIO``."""
+    try:
+        return float(os.environ.get("LAYERDB_MAX_ARCHIVE_RATIO") or MAX_ARCHIVE_RATIO)
+    except ValueError:
+        return MAX_ARCHIVE_RATIO
+
+
+def max_decompressed(compressed_size: int) -> int:
+    """The most bytes a whole-archive-compressed file of ``compressed_size`` may inflate to."""
+    return int(archive_ratio() * compressed_size) + ARCHIVE_SLACK
+
+
 def decompress_to_temp(path: str, kind: str, tmpdir: str) -> str:
     """Decompress the whole file ``path`` (``kind``: gzip or zstd) into a new temporary file
-    under ``tmpdir``, streaming in 1 MiB chunks. Returns its path; the caller deletes it."""
+    under ``tmpdir``, streaming in 1 MiB chunks, at most ``max_decompressed`` bytes. Returns
+    its path; the caller deletes it. Raises ``LimitExceeded`` past the limit, ``NoSpace`` when
+    the disk fills, ``SourceError`` for a corrupt stream."""
     os.makedirs(tmpdir, exist_ok=True)
+    limit = max_decompressed(os.path.getsize(path))
     fd, temp = tempfile.mkstemp(prefix="layerdb-archive-", suffix=".tar", dir=tmpdir)
     try:
-        with open(path, "rb") as src, os.fdopen(fd, "wb") as dst:
+        with open(path, "rb") as src, os.fdopen(fd, "wb", buffering=0) as dst:
             stream = compression.decompressor(kind, src)
+            written = 0
             while True:
                 try:
                     chunk = stream.read(_CHUNK)
@@ -74,11 +100,13 @@ def decompress_to_temp(path: str, kind: str, tmpdir: str) -> str:
                                       f"{kind} stream: {e}") from e
                 if not chunk:
                     break
-                try:
-                    dst.write(chunk)
-                except OSError as e:
-                    raise SourceError(f"{path}: cannot write a decompressed copy into "
-                                      f"{tmpdir}: {e.strerror}") from e
+                written += len(chunk)
+                if written > limit:
+                    raise LimitExceeded(
+                        f"{path}: decompresses to more than {limit >> 20} MiB (the limit: "
+                        f"{archive_ratio():g}x its size + {ARCHIVE_SLACK >> 20} MiB); refused as a "
+                        "likely compression bomb (set LAYERDB_MAX_ARCHIVE_RATIO to allow more)")
+                _write_all(dst, chunk, path, tmpdir)
         problem = zstd_frames_problem(path) if kind == compression.ZSTD else None
         if problem:  # the zstd reader ends quietly where a truncated stream ends
             raise SourceError(f"{path}: truncated or corrupt archive: zstd stream: {problem}")
@@ -86,6 +114,18 @@ def decompress_to_temp(path: str, kind: str, tmpdir: str) -> str:
         os.unlink(temp)
         raise
     return temp
+
+
+def _write_all(dst: Any, chunk: bytes, path: str, tmpdir: str) -> None:
+    view = memoryview(chunk)
+    try:
+        while view:
+            view = view[dst.write(view):]
+    except OSError as e:
+        if is_disk_full(e):
+            raise NoSpace(f"{path}: decompressing into {tmpdir}: no space left on device") from e
+        raise SourceError(f"{path}: cannot write a decompressed copy into "
+                          f"{tmpdir}: {(e.strerror or str(e)).lower()}") from e
 
 
 _ZSTD_FRAME = 0xFD2FB528
