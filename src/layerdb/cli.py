@@ -5,6 +5,7 @@ Heavy modules (duckdb, pyarrow) are imported inside commands, so ``--help`` load
 """
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from collections.abc import Callable
@@ -111,7 +112,7 @@ def images(fmt: str, catalog: str | None) -> None:
 
     with Catalog(catalog) as cat:
         cols, rows = cat.query(
-            "select name, substr(id, 8, 12) as id, platform, layer_count as layers, size, "
+            "select name, id, platform, layer_count as layers, size, "
             "compressed_size, array_to_string(refs, ',') as refs, created from images "
             "order by name, platform" if fmt == "table" else
             "select id, name, refs, config_digest, platform, created, entrypoint, cmd, "
@@ -211,38 +212,82 @@ def _write_result(cat: Any, query: str, bound: dict[str, Any], output: str) -> N
 @click.option("--image", default=None, help="Image ref, id or config digest. Optional when the "
               "path is in only one image.")
 @click.option("--platform", default=None, help="os/arch[/variant] when a ref has several.")
+@click.option("--layer", type=click.IntRange(0), default=None, metavar="N",
+              help="Read the member as stored in layer N (0 = base; see `layerdb layers`), even "
+                   "when an upper layer hides or deletes it.")
 @click.option("-o", "--output", default=None, metavar="FILE|DIR",
               help="Where to write (default: stdout; a directory goes out as a tar stream).")
 @click.option("--keep-setuid", is_flag=True, help="Keep setuid/setgid bits (dropped by default).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary.")
 @_catalog_option
 def extract(path: str | None, entrypoint: bool, image: str | None, platform: str | None,
-            output: str | None, keep_setuid: bool, catalog: str | None) -> None:
+            layer: int | None, output: str | None, keep_setuid: bool, quiet: bool,
+            catalog: str | None) -> None:
     """Extract a file or directory from an image's merged filesystem.
 
     Symlinks are followed inside the image, hardlinks give their target's bytes, every file is
     checked against the catalog's sha256. A directory with -o DIR is copied into DIR (like
-    `cp -r SRC/. DIR`); a file goes to -o FILE, or into -o DIR/ under its own name.
+    `cp -r SRC/. DIR`); a file goes to -o FILE, or into -o DIR/ under its own name. To stdout,
+    a directory is a tar stream holding exactly what -o DIR would write (nothing outside it,
+    no devices, hardlinks as copies, no setuid bits unless --keep-setuid). A tar stream or
+    binary content is never written to a terminal. Entries that cannot be written safely
+    (a parent that is a symlink, a dangling hardlink, a NUL in a name, a name over 255
+    bytes, a device) are skipped with one warning each.
 
     \b
     Examples:
       layerdb extract --path /home/app/app --image myapp:latest -o ./app
       layerdb extract --entrypoint --image myapp:latest -o ./app
       layerdb extract --path / --image myapp:latest -o rootfs
+      layerdb extract --path /root/.ssh/id_rsa --layer 2 --image myapp:latest -o id_rsa
+      layerdb extract --path /etc --image myapp:latest | tar -t
     """
     from .errors import UsageError
     from .extract import extract as run
+    from .output import human_size, printable
 
     if not path and not entrypoint:
         raise UsageError("give --path PATH or --entrypoint")
     if path and entrypoint:
         raise UsageError("give --path or --entrypoint, not both")
-    res = run(path=path, image=image, output=output, catalog_root=catalog, platform=platform,
-              entrypoint=entrypoint, keep_setuid=keep_setuid)
+    to_file = output not in (None, "-")
+    show = to_file and not quiet and sys.stderr.isatty()
+    progress, finish = _extract_bar() if show else (None, lambda: None)
+    try:
+        res = run(path=path, image=image, output=output, catalog_root=catalog, platform=platform,
+                  entrypoint=entrypoint, keep_setuid=keep_setuid, layer=layer, progress=progress)
+    finally:
+        finish()
     for w in res.warnings:
-        click.echo(f"layerdb: warning: {w}", err=True)
-    if output not in (None, "-"):
-        click.echo(f"{res.image.name}:{res.path} -> {res.output} ({res.files} file(s), "
-                   f"{res.bytes} bytes)", err=True)
+        click.echo(f"layerdb: warning: {printable(w)}", err=True)
+    if to_file and not quiet:
+        where = f" (layer {res.layer})" if res.layer is not None else ""
+        click.echo(printable(f"{res.image.name}:{res.path}{where} -> {res.output} "
+                             f"({res.files} file(s), {human_size(res.bytes)})"), err=True)
+
+
+def _extract_bar() -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    """A progress bar on stderr, started on the first call (a single small file shows none)."""
+    state: dict[str, Any] = {}
+
+    def on(done: int, total: int) -> None:
+        if "bar" not in state:
+            if total < (8 << 20):
+                return
+            from rich.console import Console
+            from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+            bar = state["bar"] = Progress(BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                                          transient=True, console=Console(stderr=True))
+            bar.start()
+            state["task"] = bar.add_task("extract", total=total)
+        state["bar"].update(state["task"], completed=done, total=total)
+
+    def finish() -> None:
+        if "bar" in state:
+            state["bar"].stop()
+
+    return on, finish
 
 
 from .report_commands import check, diff, report  # noqa: E402
@@ -257,7 +302,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="layerdb", standalone_mode=False)
     except LayerdbError as e:
-        click.echo(f"layerdb: error: {e}", err=True)
+        click.echo(f"layerdb: error: {_shown(e)}", err=True)
         sys.exit(e.exit_code)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
@@ -271,21 +316,51 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("layerdb: interrupted", err=True)
         sys.exit(130)
     except BrokenPipeError:
-        try:
-            sys.stdout = None  # type: ignore[assignment]
-        finally:
-            os._exit(141)
+        _closed_pipe()
     except OSError as e:
-        click.echo(f"layerdb: error: {e.filename + ': ' if e.filename else ''}{e.strerror or e}",
-                   err=True)
+        if e.errno == errno.EPIPE:
+            _closed_pipe()
+        name = os.fsdecode(e.filename) + ": " if e.filename else ""
+        click.echo(f"layerdb: error: {_shown(name + (e.strerror or str(e)))}", err=True)
         sys.exit(1)
     except Exception as e:  # a bug: still one line, unless asked for the traceback
         if os.environ.get("LAYERDB_DEBUG"):
             raise
-        click.echo(f"layerdb: internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        click.echo(f"layerdb: internal error: {type(e).__name__}: {_shown(e, first_line=True)}"
                    " (set LAYERDB_DEBUG=1 for a traceback)", err=True)
         sys.exit(3)
+    try:
+        sys.stdout.flush()  # here, not at exit: a reader that went away ends us quietly
+    except BrokenPipeError:
+        _closed_pipe()
     sys.exit(0)
+
+
+def _shown(e: object, first_line: bool = False) -> str:
+    """An error for a terminal: one line (control characters, newlines too, escaped), bounded."""
+    from .output import printable
+
+    text = str(e)
+    if first_line and text.strip():
+        text = text.splitlines()[0]
+    if len(text) > 2000:
+        text = text[:2000] + "..."
+    return printable(text)
+
+
+def _closed_pipe() -> None:
+    """The reader of stdout went away (``layerdb ... | head``): end as ``cat`` does, killed by
+    SIGPIPE, with no message and nothing more flushed."""
+    import signal
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGPIPE)
+    os._exit(128 + signal.SIGPIPE)  # not reached where SIGPIPE exists
 
 
 if __name__ == "__main__":

@@ -98,6 +98,15 @@ class MergedView(Protocol):
         """``path`` and every entry below it, sorted by raw path."""
         ...
 
+    def member(self, image_id: str, position: int, path: str) -> FsEntry | None:
+        """The member at ``path`` as stored in layer ``position`` (0 = base) of the image,
+        whether or not an upper layer hides, replaces or deletes it; None when that layer has
+        no such member (whiteout markers are not members here). Within a layer the last
+        member of a name wins. ``content_layer``/``content_offset``/``size``/``sha256`` are
+        the member's own bytes (for a hardlink: none; its ``linkname`` names the target).
+        Raises ``UsageError`` when the image has no layer ``position``."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -110,20 +119,24 @@ def open_view(root: str, image: str | None = None) -> MergedView:
     if idx is not None:
         try:
             if image is None or idx.resolve_image(image, None):
-                return _Adapter(idx)
+                return _Adapter(idx, root)
         except Exception:  # noqa: BLE001 - not indexed (yet): the catalog answers
             pass
         idx.close()
     from .catalog import Catalog
 
-    return _Adapter(Catalog(root))
+    cat = Catalog(root)
+    return _Adapter(cat, root, cat)
 
 
 class _Adapter:
     """``MergedView`` over a backend whose rows are dicts (lookup index or catalog)."""
 
-    def __init__(self, backend: Any) -> None:
+    def __init__(self, backend: Any, root: str | None = None, catalog: Any = None) -> None:
         self.backend = backend
+        self.root = root
+        self._catalog = catalog  # the DuckDB catalog, opened when first needed
+        self._layers: dict[str, list[str]] = {}
 
     def images(self) -> list[ImageRow]:
         if hasattr(self.backend, "images"):
@@ -140,7 +153,38 @@ class _Adapter:
         for r in self.backend.subtree(image_id, path):
             yield FsEntry.from_row(r)
 
+    def member(self, image_id: str, position: int, path: str) -> FsEntry | None:
+        from .errors import UsageError
+
+        cat = self._duckdb()
+        layers = self._layers.get(image_id)
+        if layers is None:
+            rows = cat.query("select diff_id from image_layers where image_id = $id "
+                             "order by position", {"id": image_id})[1]
+            layers = self._layers[image_id] = [r[0] for r in rows]
+        if not 0 <= position < len(layers):
+            raise UsageError(f"no layer {position}: the image has {len(layers)} layer(s)"
+                             + (f" (0-{len(layers) - 1})" if layers else ""))
+        names, rows = cat.query(
+            "select * from files where layer = $layer and path = $path and whiteout = 'none' "
+            "order by idx desc limit 1", {"layer": layers[position], "path": path})
+        if not rows:
+            return None
+        row = dict(zip(names, rows[0]))
+        row.update(content_layer=row["layer"], content_offset=row["offset_data"],
+                   position=position)
+        return FsEntry.from_row(row)
+
+    def _duckdb(self) -> Any:
+        if self._catalog is None:
+            from .catalog import Catalog
+
+            self._catalog = Catalog(self.root)
+        return self._catalog
+
     def close(self) -> None:
+        if self._catalog is not None and self._catalog is not self.backend:
+            self._catalog.close()
         self.backend.close()
 
     def __enter__(self) -> _Adapter:

@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""Whole-tree extract (issue 9): ``layerdb extract --path / -o DIR`` of a real Debian base,
+beside ``tar -xf`` of the image's layer and ``umoci raw unpack`` of the same image, in one run.
+
+    debootstrap --variant=minbase bookworm /tmp/debroot http://deb.debian.org/debian
+    python benchmarks/extract_tree_bench.py --rootfs /tmp/debroot [--layers 2] [--runs 3]
+
+Any directory works as ``--rootfs`` (e.g. a copy of the host's /usr). It is packed with
+``tar -cf`` into ``--layers`` gzip layers (split by top-level directory, so every layer is a real
+tar of real files), written as an OCI layout (tests/imagefactory.py) and ingested into a fresh
+catalog. Then each tool unpacks the whole image into a fresh directory, best of ``--runs``,
+page cache warm, dirty pages flushed before each timed run. Generated data lives in
+``benchmarks/out/extract-tree/`` (git-ignored). Prints a table and writes ``results.json`` there.
+
+The target (issue 9): layerdb within 1.5x of ``tar -xf`` of the image's uncompressed layers.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+import baselines as B  # noqa: E402
+
+OUT = HERE / "out" / "extract-tree"
+
+
+def _layer_tars(rootfs: Path, work: Path, n: int) -> list[Path]:
+    """``n`` uncompressed layer tars of ``rootfs``: the top-level entries dealt round-robin by
+    size, so the layers are of similar size (layer 0 also gets ``.`` itself)."""
+    tops = sorted(os.listdir(rootfs))
+    sizes = {t: int(subprocess.run(["du", "-sb", str(rootfs / t)], capture_output=True,
+                                   text=True).stdout.split()[0] or 0) for t in tops}
+    groups: list[list[str]] = [[] for _ in range(n)]
+    load = [0] * n
+    for t in sorted(tops, key=lambda t: -sizes[t]):
+        i = load.index(min(load))
+        groups[i].append(t)
+        load[i] += sizes[t]
+    out = []
+    for i, g in enumerate(groups):
+        p = work / f"layer{i}.tar"
+        if not p.exists():
+            subprocess.run(["tar", "-C", str(rootfs), "--numeric-owner", "-cf", str(p),
+                            *(["."] if i == 0 and not g else []),
+                            *sorted("./" + x for x in g)], check=True)
+        out.append(p)
+    return out
+
+
+def _build(rootfs: Path, n: int) -> tuple[list[Path], Path, Path]:
+    import imagefactory as f
+
+    work = OUT / f"{rootfs.name}-{n}"
+    work.mkdir(parents=True, exist_ok=True)
+    tars = _layer_tars(rootfs, work, n)
+    layout = work / "layout"
+    if not layout.exists():
+        layers = [f.Layer(p.read_bytes(), "gzip") for p in tars]
+        f.write_oci_layout(layout, [f.ImageSpec(layers, tags=("bench",))])
+    catalog = work / "catalog"
+    if not catalog.exists():
+        subprocess.run([sys.executable, "-m", "layerdb.cli", "ingest", "-q", "--catalog",
+                        str(catalog), str(layout)], check=True)
+    return tars, layout, catalog
+
+
+def _best(runs: int, make_cmd, target: Path) -> tuple[float, int]:  # noqa: ANN001
+    best = None
+    for _ in range(runs):
+        if target.exists():
+            shutil.rmtree(target)
+        cmd = make_cmd()
+        dt, rss, rc, err = B.run_measured(cmd)
+        if rc:
+            raise SystemExit(f"{cmd} failed ({rc}): {err.strip()}")
+        if best is None or dt < best[0]:
+            best = (dt, rss)
+    assert best is not None
+    return best
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rootfs", default="/tmp/debroot", help="directory to pack as the image")
+    ap.add_argument("--layers", type=int, default=1)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--dest", default=os.path.join(tempfile.gettempdir(), "layerdb-extract-tree"),
+                    help="where each tool unpacks (one filesystem for all; default: under $TMPDIR)")
+    a = ap.parse_args(argv)
+    rootfs = Path(a.rootfs)
+    if not rootfs.is_dir():
+        raise SystemExit(f"{rootfs}: not a directory (see --help for how to make a Debian base)")
+    tars, layout, catalog = _build(rootfs, a.layers)
+    dest = Path(a.dest)
+    size = sum(p.stat().st_size for p in tars)
+    files = int(subprocess.run(f"tar -tf {tars[0]} | wc -l", shell=True, capture_output=True,
+                               text=True).stdout) if len(tars) == 1 else None
+    exe = shutil.which("layerdb")
+    layerdb = [exe] if exe else [sys.executable, "-m", "layerdb.cli"]
+    rows = {}
+    rows["layerdb extract --path / -o DIR"] = _best(a.runs, lambda: [
+        *layerdb, "extract", "--catalog", str(catalog), "--image", "bench", "--path", "/",
+        "-o", str(dest)], dest)
+    rows["tar -xf each layer"] = _best(a.runs, lambda: "mkdir -p {d} && ".format(d=dest) + " && ".join(
+        f"tar -xf {t} -C {dest}" for t in tars), dest)
+    if shutil.which("umoci"):
+        rows["umoci raw unpack"] = _best(a.runs, lambda: [
+            "umoci", "raw", "unpack", "--rootless", "--image", f"{layout}:bench", str(dest)], dest)
+    if dest.exists():
+        shutil.rmtree(dest)
+    base = rows["tar -xf each layer"][0]
+    print(f"image: {rootfs} in {len(tars)} layer(s), {size / 1e6:.1f} MB of tar"
+          + (f", {files} members" if files else ""))
+    print(f"{'what':36} {'seconds':>8} {'vs tar -xf':>10} {'peak RSS':>10}")
+    for k, (dt, rss) in rows.items():
+        print(f"{k:36} {dt:8.3f} {dt / base:9.2f}x {rss / 1024:8.0f} MB")
+    ratio = rows["layerdb extract --path / -o DIR"][0] / base
+    print(f"target: layerdb within 1.5x of tar -xf: {'met' if ratio <= 1.5 else 'NOT met'} "
+          f"({ratio:.2f}x)")
+    (OUT / "results.json").write_text(json.dumps(
+        {"rootfs": str(rootfs), "layers": len(tars), "tar_bytes": size,
+         "rows": {k: {"seconds": v[0], "peak_rss_kib": v[1]} for k, v in rows.items()},
+         "ratio": ratio}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
