@@ -306,6 +306,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(e.exit_code)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
+    except SystemExit:
+        # click turns EPIPE on stdout into a silent exit 1 (and wraps stdout); end as cat does
+        if type(sys.stdout).__name__ == "PacifyFlushWrapper":
+            _closed_pipe()
+        raise
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code if e.exit_code else 2)
@@ -354,9 +359,8 @@ def _closed_pipe() -> None:
     import signal
 
     try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+    except OSError:
         pass
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGPIPE)

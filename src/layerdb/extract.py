@@ -491,11 +491,17 @@ def _plan(entries: Iterable[FsEntry], base: bytes, keep_setuid: bool,
     dirs: set[bytes] = {b""}
     taken: set[bytes] = set()  # non-directories written
     warn = result.warnings.append
+    root_done = False
     for e in entries:
         if e.raw == base or e.raw == base.rstrip(b"/"):
-            if e.type == "dir":
+            if e.type == "dir" and not root_done:
+                root_done = True
                 yield _Item(b"", "dir", _mode(e, keep_setuid), e)
             continue
+        if not root_done:  # the directory itself has no entry (a layer need not have "./")
+            root_done = True
+            yield _Item(b"", "dir", 0o755, FsEntry(path=base.decode("utf-8", "backslashreplace"),
+                                                   raw=base, type="dir"))
         if not e.raw.startswith(prefix):
             continue
         rel = e.raw[len(prefix):]

@@ -135,17 +135,27 @@ def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str, out:
             out.write("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() + "\n")
 
 
-def write_result(columns: Sequence[str], rows: Sequence[Sequence[Any]], output: str) -> None:
-    """Write a result to ``output`` as CSV or JSON by its suffix (exact values)."""
+def output_kind(output: str) -> str:
+    """``parquet``, ``csv`` or ``json`` from a file name's suffix; ``UsageError`` otherwise."""
     import os
 
     from .errors import UsageError
 
     ext = os.path.splitext(output)[1].lower()
-    if ext not in (".csv", ".json"):
+    if ext not in (".parquet", ".csv", ".json"):
         raise UsageError(f"{output}: unknown output type (use .parquet, .csv or .json)")
+    return ext[1:]
+
+
+def write_result(columns: Sequence[str], rows: Sequence[Sequence[Any]], output: str) -> None:
+    """Write a result to ``output`` as CSV or JSON by its suffix (exact values)."""
+    kind = output_kind(output)
+    if kind == "parquet":
+        from .errors import UsageError
+
+        raise UsageError(f"{output}: Parquet is written by the catalog (copy_to_parquet)")
     with open(output, "w", encoding="utf-8", newline="") as f:
-        render(columns, rows, ext[1:], f)
+        render(columns, rows, kind, f)
 
 
 def human_bytes(n: float) -> str:

@@ -23,10 +23,13 @@ from .cli_options import CONTEXT, _catalog_option, _format_option, _params_optio
 @click.option("--platform", default=None, help="os/arch[/variant] when REF names several.")
 @_params_option
 @_format_option
+@click.option("-o", "--output", default=None, metavar="FILE",
+              help="Write the result to FILE instead (.parquet, .csv or .json by suffix; exact "
+                   "values, as `layerdb sql -o`).")
 @_catalog_option
 def report(name: str | None, list_: bool, describe: bool, show_sql: bool,
            image: str | None, platform: str | None, params: tuple, fmt: str,
-           catalog: str | None) -> None:
+           output: str | None, catalog: str | None) -> None:
     """Run the named report NAME (queries/NAME.sql) over every ingested image, or list them.
 
     Each report is one SQL file: its leading comment is its help (--describe), its
@@ -39,6 +42,7 @@ def report(name: str | None, list_: bool, describe: bool, show_sql: bool,
       layerdb report efficiency --image myapp:latest --format json
       layerdb report secrets -p hidden 1
       layerdb report largest-files --image myapp:latest -p limit 10
+      layerdb report files-duplicated -o duplicated.parquet
       layerdb sql "$(layerdb report setuid --sql -p hidden 1)"
     """
     from . import reports
@@ -56,8 +60,25 @@ def report(name: str | None, list_: bool, describe: bool, show_sql: bool,
         click.echo(reports.inline_sql(name, given, image=image, catalog_root=catalog,
                                       platform=platform), nl=False)
         return
+    if output and output.lower().endswith(".parquet"):
+        from .catalog import Catalog
+
+        sql = reports.inline_sql(name, given, image=image, catalog_root=catalog,
+                                 platform=platform)
+        with Catalog(catalog) as cat:
+            cat.copy_to_parquet(sql, None, output)
+        return
+    if output:
+        from .output import output_kind
+
+        output_kind(output)  # a wrong suffix is refused before the report runs
     cols, rows = reports.run_report(name, given, image=image, catalog_root=catalog,
                                     platform=platform)
+    if output:
+        from .output import write_result
+
+        write_result(cols, rows, output)
+        return
     _render(cols, rows, fmt)
 
 
