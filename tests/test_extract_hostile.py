@@ -244,3 +244,21 @@ def test_cli_warning_and_error_lines_escape_controls(tmp_path):
     assert p.returncode == 2 and p.stderr.count(b"\n") == 1
     assert b"\x1b" not in p.stderr and b"/no\\x1b[31mpe" in p.stderr
     assert stat.S_ISDIR(os.stat(tmp_path / "o").st_mode)
+
+
+def test_extract_over_an_existing_tree_never_follows_its_links(tmp_path):
+    cat = _image(tmp_path, [[f.directory("d"), f.file("d/x", b"new\n"), f.symlink("l", "d/x"),
+                             f.file("f", b"file\n")]])
+    out, victim = tmp_path / "o", tmp_path / "victim"
+    victim.mkdir()
+    out.mkdir()
+    os.symlink(victim, out / "d")  # a planted link where the image has a directory
+    os.symlink(victim / "f", out / "f")  # and where it has a file
+    (out / "l").write_bytes(b"old")
+    res = extract(path="/", image="h:1", catalog_root=cat, output=str(out))
+    assert res.warnings == [] and os.listdir(victim) == []
+    assert not (out / "d").is_symlink() and (out / "d" / "x").read_bytes() == b"new\n"
+    assert not (out / "f").is_symlink() and (out / "f").read_bytes() == b"file\n"
+    assert os.readlink(out / "l") == "d/x"
+    extract(path="/", image="h:1", catalog_root=cat, output=str(out))  # again: same tree
+    assert f.tree_listing(out)["/d/x"][4] == f.sha256_hex(b"new\n")

@@ -632,18 +632,18 @@ def _write_tree(output: str, plan: Iterable[_Item], store: BlobStore, result: Ex
                 dir_items.append(it)
                 if not it.rel:
                     continue
-            pfd = dirs.get(parent)
-            if pfd is None:
-                result.warnings.append(
-                    f"skipped {it.entry.path}: its parent is not a directory in the output")
-                continue
-            if it.kind == "file":
+            if it.kind == "file":  # written below; _create checks the parent
                 e = it.entry
                 if e.size and not e.sparse and e.content_layer and e.content_offset is not None:
                     by_layer.setdefault(e.content_layer, {}).setdefault(
                         (e.content_offset, e.size), []).append(it)
                 else:
                     others.append(it)
+                continue
+            pfd = dirs.get(parent)
+            if pfd is None:
+                result.warnings.append(
+                    f"skipped {it.entry.path}: its parent is not a directory in the output")
                 continue
             _make_node(pfd, name, it, result)
         total = sum(size for g in by_layer.values() for _, size in g)
@@ -666,30 +666,30 @@ def _write_tree(output: str, plan: Iterable[_Item], store: BlobStore, result: Ex
 
 def _make_node(pfd: int, name: bytes, it: _Item, result: ExtractResult) -> None:
     """A directory, symlink or fifo ``name`` in the directory ``pfd``, replacing what is
-    there (a directory in the way of a non-directory is kept, with a warning)."""
-    try:
-        st: os.stat_result | None = os.lstat(name, dir_fd=pfd)
-    except FileNotFoundError:
-        st = None
-    if it.kind == "dir":
-        if st is not None and not stat.S_ISDIR(st.st_mode):
-            os.unlink(name, dir_fd=pfd)
-            st = None
-        if st is None:
-            os.mkdir(name, 0o700, dir_fd=pfd)
-        return
-    if st is not None:
-        if stat.S_ISDIR(st.st_mode):
-            result.warnings.append(f"skipped {it.entry.path}: a directory is in the way")
-            return
-        os.unlink(name, dir_fd=pfd)
+    there (a directory in the way of a non-directory is kept, with a warning). Into an empty
+    output the first attempt succeeds: one system call, no lstat."""
     e = it.entry
-    if it.kind == "symlink":
-        os.symlink(e.linkname or "", name, dir_fd=pfd)
-        os.utime(name, (e.mtime, e.mtime), dir_fd=pfd, follow_symlinks=False)
-    else:
-        os.mkfifo(name, it.mode, dir_fd=pfd)
-    result.files += 1
+    for attempt in (1, 2):
+        try:
+            if it.kind == "dir":
+                os.mkdir(name, 0o700, dir_fd=pfd)
+                return
+            if it.kind == "symlink":
+                os.symlink(e.linkname or "", name, dir_fd=pfd)
+                os.utime(name, (e.mtime, e.mtime), dir_fd=pfd, follow_symlinks=False)
+            else:
+                os.mkfifo(name, it.mode, dir_fd=pfd)
+            result.files += 1
+            return
+        except FileExistsError:
+            if attempt == 2:
+                raise
+            st = os.lstat(name, dir_fd=pfd)
+            if stat.S_ISDIR(st.st_mode):
+                if it.kind != "dir":
+                    result.warnings.append(f"skipped {e.path}: a directory is in the way")
+                return  # an existing directory is used as it is
+            os.unlink(name, dir_fd=pfd)
 
 
 def _create(dirs: _Dirs, it: _Item, result: ExtractResult) -> int | None:

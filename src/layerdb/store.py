@@ -19,7 +19,7 @@ import struct
 import tempfile
 import threading
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -249,7 +249,8 @@ class StoredLayer:
         for _, frame in self._decode_ahead(range(first, last + 1)):
             yield frame
 
-    def _decode_ahead(self, frames: Sequence[int], depth: int = 2) -> Iterator[tuple[int, bytes]]:
+    def _decode_ahead(self, frames: Sequence[int], depth: int = 2
+                      ) -> Generator[tuple[int, bytes], None, None]:
         """``(i, frame i decoded)`` for each ``i`` of ``frames`` in order, decoded ``depth``
         frames ahead on a helper thread (zstd releases the GIL)."""
         with ThreadPoolExecutor(max_workers=1) as pool:
