@@ -76,12 +76,17 @@ def _build(rootfs: Path, n: int) -> tuple[list[Path], Path, Path]:
 
 
 def _once(make_cmd, target: Path) -> tuple[float, int, float]:  # noqa: ANN001
-    """One timed run into a fresh ``target``: (wall seconds, peak RSS KiB, CPU seconds)."""
+    """One timed run into a fresh ``target``: (wall seconds, peak RSS KiB, CPU seconds).
+    ``make_cmd()`` gives the command, or (command, extra environment)."""
     if target.exists():
         shutil.rmtree(target)
     cmd = make_cmd()
+    env = None
+    if isinstance(cmd, tuple):
+        cmd, extra = cmd
+        env = {**os.environ, **extra}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    dt, rss, rc, err = B.run_measured(cmd)
+    dt, rss, rc, err = B.run_measured(cmd, env=env)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if rc:
         raise SystemExit(f"{cmd} failed ({rc}): {err.strip()}")
@@ -106,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rootfs", default="/tmp/debroot", help="directory to pack as the image")
     ap.add_argument("--layers", type=int, default=1)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--before", metavar="SRC", default=None,
+                    help="also time layerdb from this src/ directory (e.g. `git archive` of an "
+                         "older commit), in the same run: the before/after row")
     ap.add_argument("--dest", default=os.path.join(tempfile.gettempdir(), "layerdb-extract-tree"),
                     help="where each tool unpacks (one filesystem for all; default: under $TMPDIR)")
     a = ap.parse_args(argv)
@@ -126,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
         "tar -xf each layer": lambda: f"mkdir -p {dest} && " + " && ".join(
             f"tar -xf {t} -C {dest}" for t in tars),
     }
+    if a.before:
+        tools["layerdb before (--before)"] = lambda: (
+            [sys.executable, "-m", "layerdb.cli", "extract", "--catalog", str(catalog), "--image",
+             "bench", "--path", "/", "-o", str(dest)], {"PYTHONPATH": str(Path(a.before).resolve())})
     if shutil.which("umoci"):
         tools["umoci raw unpack"] = lambda: [
             "umoci", "raw", "unpack", "--rootless", "--image", f"{layout}:bench", str(dest)]

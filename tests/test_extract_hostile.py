@@ -262,3 +262,12 @@ def test_extract_over_an_existing_tree_never_follows_its_links(tmp_path):
     assert os.readlink(out / "l") == "d/x"
     extract(path="/", image="h:1", catalog_root=cat, output=str(out))  # again: same tree
     assert f.tree_listing(out)["/d/x"][4] == f.sha256_hex(b"new\n")
+
+
+def test_tar_stream_keeps_raw_names(tmp_path):
+    raw = b"caf\xe9"
+    cat = _image(tmp_path, [_raw_layer([raw, b"ok"])])
+    dest = tmp_path / "d"
+    _naive_unpack(_stream(cat), dest)
+    assert sorted(os.listdir(os.fsencode(dest))) == [raw, b"ok"]
+    assert (dest / os.fsdecode(raw)).read_bytes() == raw
