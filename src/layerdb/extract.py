@@ -620,6 +620,7 @@ def _write_tree(output: str, plan: Iterable[_Item], store: BlobStore, result: Ex
     first, in path order; then the files, layer by layer in the order their bytes are stored;
     then each directory's mode and mtime, children first."""
     os.makedirs(output, exist_ok=True)
+    _learn_umask()
     root_fd = os.open(output, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     dirs = _Dirs(root_fd)
     dir_items: list[_Item] = []
@@ -700,18 +701,32 @@ def _create(dirs: _Dirs, it: _Item, result: ExtractResult) -> int | None:
     if pfd is None:
         result.warnings.append(f"skipped {it.entry.path}: its parent is not a directory in the output")
         return None
+    mode = 0o600 if it.mode & _chmod_bits else it.mode
     try:
-        return os.open(name, _CREATE, 0o600, dir_fd=pfd)
+        return os.open(name, _CREATE, mode, dir_fd=pfd)
     except FileExistsError:
         if stat.S_ISDIR(os.lstat(name, dir_fd=pfd).st_mode):
             result.warnings.append(f"skipped {it.entry.path}: a directory is in the way")
             return None
         os.unlink(name, dir_fd=pfd)
-        return os.open(name, _CREATE, 0o600, dir_fd=pfd)
+        return os.open(name, _CREATE, mode, dir_fd=pfd)
+
+
+# Mode bits the umask would take from a new file, and setuid/setgid/sticky: a file whose mode
+# has none of them gets it when created (one system call fewer); others get fchmod at the end.
+_chmod_bits = 0o7777
+
+
+def _learn_umask() -> None:
+    global _chmod_bits
+    mask = os.umask(0o022)
+    os.umask(mask)
+    _chmod_bits = mask | 0o7000
 
 
 def _finish(fd: int, it: _Item) -> None:
-    os.fchmod(fd, it.mode)
+    if it.mode & _chmod_bits:
+        os.fchmod(fd, it.mode)
     os.utime(fd, (it.entry.mtime, it.entry.mtime))
 
 
