@@ -106,6 +106,35 @@ def _best_interleaved(runs: int, tools: dict, target: Path) -> dict[str, tuple[f
     return best
 
 
+def measure(rootfs: Path, layers: int = 1, runs: int = 3, dest: Path | None = None,
+            before: str | None = None) -> tuple[dict[str, tuple[float, int, float]], list[Path]]:
+    """Build (once) and unpack the image of ``rootfs`` with each tool, interleaved; return
+    {tool: (best seconds, its peak RSS KiB, its CPU seconds)} and the layer tars.
+    ``benchmarks/run.py --only tree`` calls this."""
+    tars, layout, catalog = _build(rootfs, layers)
+    dest = dest or Path(tempfile.gettempdir()) / "layerdb-extract-tree"
+    exe = shutil.which("layerdb")
+    layerdb = [exe] if exe else [sys.executable, "-m", "layerdb.cli"]
+    tools = {
+        "layerdb extract --path / -o DIR": lambda: [
+            *layerdb, "extract", "-q", "--catalog", str(catalog), "--image", "bench", "--path",
+            "/", "-o", str(dest)],
+        "tar -xf each layer": lambda: f"mkdir -p {dest} && " + " && ".join(
+            f"tar -xf {t} -C {dest}" for t in tars),
+    }
+    if before:
+        tools["layerdb before (--before)"] = lambda: (
+            [sys.executable, "-m", "layerdb.cli", "extract", "--catalog", str(catalog), "--image",
+             "bench", "--path", "/", "-o", str(dest)], {"PYTHONPATH": str(Path(before).resolve())})
+    if shutil.which("umoci"):
+        tools["umoci raw unpack"] = lambda: [
+            "umoci", "raw", "unpack", "--rootless", "--image", f"{layout}:bench", str(dest)]
+    rows = _best_interleaved(runs, tools, dest)
+    if dest.exists():
+        shutil.rmtree(dest)
+    return rows, tars
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rootfs", default="/tmp/debroot", help="directory to pack as the image")
@@ -120,30 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     rootfs = Path(a.rootfs)
     if not rootfs.is_dir():
         raise SystemExit(f"{rootfs}: not a directory (see --help for how to make a Debian base)")
-    tars, layout, catalog = _build(rootfs, a.layers)
-    dest = Path(a.dest)
+    rows, tars = measure(rootfs, a.layers, a.runs, Path(a.dest), a.before)
     size = sum(p.stat().st_size for p in tars)
     files = int(subprocess.run(f"tar -tf {tars[0]} | wc -l", shell=True, capture_output=True,
                                text=True).stdout) if len(tars) == 1 else None
-    exe = shutil.which("layerdb")
-    layerdb = [exe] if exe else [sys.executable, "-m", "layerdb.cli"]
-    tools = {
-        "layerdb extract --path / -o DIR": lambda: [
-            *layerdb, "extract", "-q", "--catalog", str(catalog), "--image", "bench", "--path",
-            "/", "-o", str(dest)],
-        "tar -xf each layer": lambda: f"mkdir -p {dest} && " + " && ".join(
-            f"tar -xf {t} -C {dest}" for t in tars),
-    }
-    if a.before:
-        tools["layerdb before (--before)"] = lambda: (
-            [sys.executable, "-m", "layerdb.cli", "extract", "--catalog", str(catalog), "--image",
-             "bench", "--path", "/", "-o", str(dest)], {"PYTHONPATH": str(Path(a.before).resolve())})
-    if shutil.which("umoci"):
-        tools["umoci raw unpack"] = lambda: [
-            "umoci", "raw", "unpack", "--rootless", "--image", f"{layout}:bench", str(dest)]
-    rows = _best_interleaved(a.runs, tools, dest)
-    if dest.exists():
-        shutil.rmtree(dest)
+    base = rows["tar -xf each layer"][0]
     base = rows["tar -xf each layer"][0]
     print(f"image: {rootfs} in {len(tars)} layer(s), {size / 1e6:.1f} MB of tar"
           + (f", {files} members" if files else ""))
