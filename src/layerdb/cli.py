@@ -63,15 +63,17 @@ def ingest(paths: tuple[str, ...], jobs: int | None, quiet: bool, catalog: str |
         finish()
     for a in report.archives:
         if a.error is not None:
-            click.echo(f"layerdb: error: {a.error}", err=True)
+            click.echo(f"layerdb: error: {_shown(a.error)}", err=True)
         elif not quiet:
             from .model import familiar_ref
 
             names = sorted({familiar_ref(r) for i in a.images for r in i.refs}) or \
                 sorted({i.id.short for i in a.images})
-            click.echo(f"{a.path}: {len(a.images)} image(s) ({', '.join(names[:5])}"
+            from .output import printable
+
+            click.echo(printable(f"{a.path}: {len(a.images)} image(s) ({', '.join(names[:5])}"
                        f"{', ...' if len(names) > 5 else ''}), {a.new_images} new, "
-                       f"{a.new_layers} new layer(s), {human_bytes(a.bytes_read)} read", err=True)
+                       f"{a.new_layers} new layer(s), {human_bytes(a.bytes_read)} read"), err=True)
     if not quiet:
         click.echo(f"done in {report.seconds:.2f}s", err=True)
     if report.failed:

@@ -133,16 +133,20 @@ def check(image: str | None, platform: str | None, lowest_efficiency: str | None
         cols = ["image", "image_id", "rule", "status", "value", "threshold", "message"]
         _render(cols, [tuple(getattr(r, c) for c in cols) for r in results], fmt)
     else:
+        from .output import human_size, printable
+
         sfx = "_dive" if dive_figures else ""
         for s in summaries:
             pct = s["wasted_user_percent" + sfx]
-            click.echo(f"{s['image']} ({s['image_id'][:19]}): efficiency "
-                       f"{s['efficiency' + sfx]:.4f}, wasted {s['wasted_bytes' + sfx]} bytes, "
+            wasted = s["wasted_bytes" + sfx]
+            click.echo(f"{printable(str(s['image']))} ({s['image_id'][7:19]}): efficiency "
+                       f"{s['efficiency' + sfx]:.4f}, wasted "
+                       f"{human_size(wasted) if wasted is not None else 'n/a'}, "
                        f"user wasted {'inf' if pct is None else f'{pct * 100:.2f}'} %"
                        f"{' (dive figures)' if dive_figures else ''}")
             for r in results:
                 if r.image_id == s["image_id"]:
-                    click.echo(f"  {r.status}: {r.rule}: {r.message}")
+                    click.echo(f"  {r.status}: {r.rule}: {printable(str(r.message))}")
         count = {k: sum(r.status == k for r in results) for k in ("PASS", "FAIL", "SKIP")}
         click.echo(f"Result: {'FAIL' if failed else 'PASS'} [total:{len(results)}] "
                    f"[passed:{count['PASS']}] [failed:{count['FAIL']}] "
@@ -169,11 +173,11 @@ def diff(image_a: str, image_b: str, platform: str | None, fmt: str,
       layerdb diff myapp:1 myapp:2
       layerdb diff myapp:1 myapp:2 --format json > changes.json
     """
-    from .output import human_bytes
+    from .output import human_bytes, printable
     from .reports import diff_images
 
     d = diff_images(image_a, image_b, catalog_root=catalog, platform=platform)
     _render(d.columns, d.rows, fmt)
     parts = [f"{n} {k} ({'+' if b > 0 else '-' if b < 0 else ''}{human_bytes(abs(b))})"
              for k, (n, b) in d.totals.items()]
-    click.echo(f"{d.a} -> {d.b}: {', '.join(parts)}", err=True)
+    click.echo(printable(f"{d.a} -> {d.b}: {', '.join(parts)}"), err=True)
