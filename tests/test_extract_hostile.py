@@ -271,3 +271,11 @@ def test_tar_stream_keeps_raw_names(tmp_path):
     _naive_unpack(_stream(cat), dest)
     assert sorted(os.listdir(os.fsencode(dest))) == [raw, b"ok"]
     assert (dest / os.fsdecode(raw)).read_bytes() == raw
+
+
+def test_raw_path_never_matches_a_name_that_only_displays_the_same(tmp_path):
+    # the literal name `su\xff` (backslash, x, f, f) displays as the raw byte 0xff does
+    cat = _image(tmp_path, [[f.file("bin/su\\xff", b"literal\n")]])
+    assert _stream(cat, "/bin/su\\xff") == b"literal\n"
+    with pytest.raises(PathNotFound, match="a different name displays the same"):
+        _stream(cat, "/bin/su" + os.fsdecode(b"\xff"))

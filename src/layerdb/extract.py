@@ -235,7 +235,9 @@ def extract(path: str | None = None, image: str | None = None, output: str | Non
     root = os.path.abspath(catalog_root or default_root())
     out = stdout or sys.stdout.buffer
     to_stdout = output in (None, "-")
-    if path:
+    wanted_raw = None  # the bytes asked for, when they are not UTF-8 (identity is bytes)
+    if path and _display(path) != path:
+        wanted_raw = path.encode("utf-8", "surrogateescape")
         path = _display(path)
     view = open_view(root, image)
     try:
@@ -256,6 +258,11 @@ def extract(path: str | None = None, image: str | None = None, output: str | Non
                 if missing is not None:
                     raise PathNotFound(_missing_message(view, img, path, missing)) from None
                 raise
+        if wanted_raw is not None and entry.path == posixpath.normpath(path) \
+                and entry.raw != posixpath.normpath(wanted_raw):
+            # the display form is lossy: another name (e.g. a literal backslash) shows the same
+            raise PathNotFound(f"{path}: no such file or directory in the image (a different "
+                               "name displays the same)")
         result = ExtractResult(img, entry.path, entry.type, layer=layer)
         store = BlobStore(os.path.join(root, "blobs"))
         if entry.type == "dir":
