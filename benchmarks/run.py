@@ -291,13 +291,29 @@ def section_queries(corpus: Path, t: Table, rows: int, repeat: int) -> None:
           f"peak {rss // 1024} MB (the 1 GB target is sql's)")
 
 
+def section_tree(rootfs: Path, t: Table, repeat: int) -> None:
+    """9 (issue 9): whole-tree extract of a real base image beside tar -xf and umoci."""
+    import extract_tree_bench
+
+    rows, _ = extract_tree_bench.measure(rootfs, runs=repeat)
+    mine, tar = rows["layerdb extract --path / -o DIR"], rows["tar -xf each layer"]
+    t.add("9", f"extract --path / -o DIR ({rootfs.name})", mine[0], "tar -xf", tar[0],
+          "<= 1.5x the baseline time", mine[0] <= 1.5 * tar[0],
+          f"CPU {mine[2]:.2f} s vs {tar[2]:.2f} s, peak {mine[1] // 1024} MB")
+    if "umoci raw unpack" in rows:
+        t.add("9", "umoci raw unpack of the same image (baseline only)", None, "umoci raw unpack",
+              rows["umoci raw unpack"][0])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--corpus", type=Path, default=HERE / "corpus")
     ap.add_argument("--quick", action="store_true", help="a tiny corpus (smoke run)")
     ap.add_argument("--rows", type=int, default=10_000_000, help="member rows for section 6")
     ap.add_argument("--repeat", type=int, default=3, help="runs per timed command (min kept)")
-    ap.add_argument("--only", default="", help="comma list of: big, ingest, many, queries")
+    ap.add_argument("--only", default="", help="comma list of: big, ingest, many, queries, tree")
+    ap.add_argument("--tree-rootfs", type=Path, default=Path("/tmp/debroot"),
+                    help="section tree: a base rootfs to extract whole (see extract_tree_bench.py)")
     a = ap.parse_args(argv)
     only = set(filter(None, a.only.split(",")))
     corpus = a.corpus if not a.quick else HERE / "corpus-quick"
@@ -313,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
                 ("many", lambda: section_many(m, corpus, t, a.repeat))]
     if not a.quick:
         sections.append(("queries", lambda: section_queries(corpus, t, a.rows, a.repeat)))
+    if a.tree_rootfs.is_dir():
+        sections.append(("tree", lambda: section_tree(a.tree_rootfs, t, a.repeat)))
     failed = []
     for name, run in sections:
         if only and name not in only:

@@ -5,6 +5,7 @@ Heavy modules (duckdb, pyarrow) are imported inside commands, so ``--help`` load
 """
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from collections.abc import Callable
@@ -100,15 +101,17 @@ def ingest(paths: tuple[str, ...], jobs: int | None, quiet: bool, verify: bool, 
         finish()
     for a in report.archives:
         if a.error is not None:
-            click.echo(f"layerdb: error: {a.error}", err=True)
+            click.echo(f"layerdb: error: {_shown(a.error)}", err=True)
         elif not quiet:
             from .model import familiar_ref
 
             names = sorted({familiar_ref(r) for i in a.images for r in i.refs}) or \
                 sorted({i.id.short for i in a.images})
-            click.echo(f"{a.path}: {len(a.images)} image(s) ({', '.join(names[:5])}"
+            from .output import printable
+
+            click.echo(printable(f"{a.path}: {len(a.images)} image(s) ({', '.join(names[:5])}"
                        f"{', ...' if len(names) > 5 else ''}), {a.new_images} new, "
-                       f"{a.new_layers} new layer(s), {human_bytes(a.bytes_read)} read", err=True)
+                       f"{a.new_layers} new layer(s), {human_bytes(a.bytes_read)} read"), err=True)
     if not quiet:
         click.echo(f"done in {report.seconds:.2f}s", err=True)
     if report.failed:
@@ -149,7 +152,7 @@ def images(fmt: str, catalog: str | None) -> None:
 
     with Catalog(existing_catalog(catalog)) as cat:
         cols, rows = cat.query(
-            "select name, substr(id, 8, 12) as id, platform, layer_count as layers, size, "
+            "select name, id, platform, layer_count as layers, size, "
             "compressed_size, array_to_string(refs, ',') as refs, created from images "
             "order by name, platform" if fmt == "table" else
             "select id, name, refs, config_digest, platform, created, entrypoint, cmd, "
@@ -269,40 +272,85 @@ def _write_result(cat: Any, query: str, bound: dict[str, Any], output: str) -> N
 @click.option("--image", default=None, help="Image ref, id or config digest. Optional when the "
               "path is in only one image.")
 @_platform_option("os/arch[/variant] when a ref has several (arm64 means linux/arm64).")
+@click.option("--layer", type=click.IntRange(0), default=None, metavar="N",
+              help="Read the member as stored in layer N (0 = base; see `layerdb layers`), even "
+                   "when an upper layer hides or deletes it.")
 @click.option("-o", "--output", default=None, metavar="FILE|DIR",
               help="Where to write (default: stdout; a directory goes out as a tar stream).")
 @click.option("--keep-setuid", is_flag=True, help="Keep setuid/setgid bits (dropped by default).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary.")
 @_catalog_option
 def extract(path: str | None, entrypoint: bool, image: str | None, platform: str | None,
-            output: str | None, keep_setuid: bool, catalog: str | None) -> None:
+            layer: int | None, output: str | None, keep_setuid: bool, quiet: bool,
+            catalog: str | None) -> None:
     """Extract a file or directory from an image's merged filesystem.
 
     Symlinks are followed inside the image, hardlinks give their target's bytes, every file is
     checked against the catalog's sha256. A directory with -o DIR is copied into DIR (like
-    `cp -r SRC/. DIR`); a file goes to -o FILE, or into -o DIR/ under its own name.
+    `cp -r SRC/. DIR`); a file goes to -o FILE, or into -o DIR/ under its own name. To stdout,
+    a directory is a tar stream holding exactly what -o DIR would write (nothing outside it,
+    no devices, hardlinks as copies, no setuid bits unless --keep-setuid). A tar stream or
+    binary content is never written to a terminal. Entries that cannot be written safely
+    (a parent that is a symlink, a dangling hardlink, a NUL in a name, a name over 255
+    bytes, a device) are skipped with one warning each.
 
     \b
     Examples:
       layerdb extract --path /home/app/app --image myapp:latest -o ./app
       layerdb extract --entrypoint --image myapp:latest -o ./app
       layerdb extract --path / --image myapp:latest -o rootfs
+      layerdb extract --path /root/.ssh/id_rsa --layer 2 --image myapp:latest -o id_rsa
+      layerdb extract --path /etc --image myapp:latest | tar -t
     """
     from .errors import UsageError
     from .extract import extract as run
+    from .output import human_size, printable
 
     if not path and not entrypoint:
         raise UsageError("give --path PATH or --entrypoint")
     if path and entrypoint:
         raise UsageError("give --path or --entrypoint, not both")
     root = existing_catalog(catalog)
-    with platform_hint(root, image, platform):
-        res = run(path=path, image=image, output=output, catalog_root=root, platform=platform,
-                  entrypoint=entrypoint, keep_setuid=keep_setuid)
+    to_file = output not in (None, "-")
+    show = to_file and not quiet and sys.stderr.isatty()
+    progress, finish = _extract_bar() if show else (None, lambda: None)
+    try:
+        with platform_hint(root, image, platform):
+            res = run(path=path, image=image, output=output, catalog_root=root, platform=platform,
+                      entrypoint=entrypoint, keep_setuid=keep_setuid, layer=layer,
+                      progress=progress)
+    finally:
+        finish()
     for w in res.warnings:
-        click.echo(f"layerdb: warning: {w}", err=True)
-    if output not in (None, "-"):
-        click.echo(f"{res.image.name}:{res.path} -> {res.output} ({res.files} file(s), "
-                   f"{res.bytes} bytes)", err=True)
+        click.echo(f"layerdb: warning: {printable(w)}", err=True)
+    if to_file and not quiet:
+        where = f" (layer {res.layer})" if res.layer is not None else ""
+        click.echo(printable(f"{res.image.name}:{res.path}{where} -> {res.output} "
+                             f"({res.files} file(s), {human_size(res.bytes)})"), err=True)
+
+
+def _extract_bar() -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    """A progress bar on stderr, started on the first call (a single small file shows none)."""
+    state: dict[str, Any] = {}
+
+    def on(done: int, total: int) -> None:
+        if "bar" not in state:
+            if total < (8 << 20):
+                return
+            from rich.console import Console
+            from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+            bar = state["bar"] = Progress(BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                                          transient=True, console=Console(stderr=True))
+            bar.start()
+            state["task"] = bar.add_task("extract", total=total)
+        state["bar"].update(state["task"], completed=done, total=total)
+
+    def finish() -> None:
+        if "bar" in state:
+            state["bar"].stop()
+
+    return on, finish
 
 
 @cli.command(context_settings=CONTEXT)
@@ -515,6 +563,11 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(2)
         _show(e)
         sys.exit(2)
+    except SystemExit:
+        # click turns EPIPE on stdout into a silent exit 1 (and wraps stdout); end as cat does
+        if type(sys.stdout).__name__ == "PacifyFlushWrapper":
+            _closed_pipe()
+        raise
     except click.ClickException as e:
         _show(e)
         sys.exit(e.exit_code if e.exit_code else 2)
@@ -525,11 +578,10 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("layerdb: interrupted", err=True)
         sys.exit(130)
     except BrokenPipeError:
-        try:
-            sys.stdout = None  # type: ignore[assignment]
-        finally:
-            os._exit(141)
+        _closed_pipe()
     except OSError as e:
+        if e.errno == errno.EPIPE:
+            _closed_pipe()
         from .errors import is_disk_full, printable
 
         what = "no space left on device" if is_disk_full(e) else (e.strerror or str(e)).lower()
@@ -544,24 +596,19 @@ def main(argv: list[str] | None = None) -> None:
         text = printable(e).split("\\x0a")[0]
         _say("layerdb: internal error: ", f"{type(e).__name__}: {text} (set LAYERDB_DEBUG=1 for a traceback)")
         sys.exit(3)
+    try:
+        sys.stdout.flush()  # here, not at exit: a reader that went away ends us quietly
+    except BrokenPipeError:
+        _closed_pipe()
     sys.exit(0)
 
 
 def _error_text(e: BaseException) -> tuple[str, bool]:
-    """The message of ``e``; when a DuckDB error caused it, DuckDB's whole text (the
-    catalog keeps only its first line), e.g. its ``Did you mean "fs"?`` and ``LINE 1:``, and
-    True (its lines are DuckDB's, not an archive's)."""
+    """The message of ``e`` (the catalog already put DuckDB's hint on its one line)."""
     try:
-        msg = str(e)
+        return str(e), False
     except Exception:  # noqa: BLE001 - a broken __str__ must not break the boundary
-        msg = type(e).__name__
-    cause = e.__cause__
-    if cause is not None and type(cause).__module__.lstrip("_").split(".")[0] == "duckdb":
-        full = str(cause).strip()
-        first = full.splitlines()[0] if full else ""
-        if first and full != first and msg.endswith(first):
-            return msg[: len(msg) - len(first)] + full, True
-    return msg, False
+        return type(e).__name__, False
 
 
 def _say(prefix: str, text: str, lines: bool = False) -> None:
@@ -612,6 +659,32 @@ def _show(e: click.ClickException) -> None:
                 if ctx.command.get_help_option(ctx) is not None else "")
         _echo_err(f"{ctx.get_usage()}\n{hint}")
     _echo_err(f"Error: {error_line(e.format_message())}")
+
+
+def _shown(e: object, first_line: bool = False) -> str:
+    """An error for a terminal: one line (control characters, newlines too, escaped), bounded."""
+    from .output import printable
+
+    text = str(e)
+    if first_line and text.strip():
+        text = text.splitlines()[0]
+    if len(text) > 2000:
+        text = text[:2000] + "..."
+    return printable(text)
+
+
+def _closed_pipe() -> None:
+    """The reader of stdout went away (``layerdb ... | head``): end as ``cat`` does, killed by
+    SIGPIPE, with no message and nothing more flushed."""
+    import signal
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+    except OSError:
+        pass
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGPIPE)
+    os._exit(128 + signal.SIGPIPE)  # not reached where SIGPIPE exists
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 (which must not import ``layerdb.cli``). Nothing heavy is imported here."""
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -95,7 +94,17 @@ def _platforms_of(root: str | None, ref: str | None) -> list[str]:
     return sorted({r.platform for r in rows})
 
 
+def _no_trunc(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    ctx.meta["layerdb.no_trunc"] = value
+    return value
+
+
 def _format_option(f: Callable) -> Callable:
+    """``--format table|json|csv`` and ``--no-trunc`` (tables: full digests and exact numbers
+    instead of 12-digit digests and human sizes; ``_render`` reads it)."""
+    f = click.option("--no-trunc", is_flag=True, expose_value=False, callback=_no_trunc,
+                     help="Tables: full digests and exact byte counts (default: 12-digit "
+                          "digests, sizes like 121 MB). JSON and CSV are always exact.")(f)
     return click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]),
                         default="table", show_default=True, help="Output format.")(f)
 
@@ -118,4 +127,6 @@ def _params_option(f: Callable) -> Callable:
 def _render(columns: list[str], rows: list, fmt: str) -> None:
     from .output import render
 
-    render(columns, rows, fmt, sys.stdout)
+    ctx = click.get_current_context(silent=True)
+    no_trunc = bool(ctx and ctx.meta.get("layerdb.no_trunc"))
+    render(columns, rows, fmt, sys.stdout, no_trunc=no_trunc)

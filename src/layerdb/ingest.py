@@ -31,7 +31,7 @@ from .digest import Digest, HashingReader
 from .errors import CorruptLayer, DigestMismatch, LayerdbError, NoSpace, SourceError, is_disk_full
 from .model import LAYER_TYPES, FileSegment, Image, LayerRef, familiar_ref
 from .sources import open_source
-from .store import BlobStore, LayerWriter
+from .store import LayerWriter
 
 if TYPE_CHECKING:  # the catalog (duckdb) loads only when an ingest has something to record
     from .catalog.writer import Known, StagedLayer, Writer
@@ -107,9 +107,8 @@ def read_layer(job: LayerJob) -> LayerResult:
     """Read one layer blob: verify, store (staged) and index it. Runs in a worker process."""
     import pyarrow.parquet as pq
 
-    from .tarindex import SCHEMA, LayerStats, index_layer
-
     from .catalog import layerindex
+    from .tarindex import SCHEMA, LayerStats, index_layer
 
     writer = LayerWriter(job.staging)
     fd, parquet_tmp = tempfile.mkstemp(dir=job.staging, suffix=".parquet.tmp")

@@ -99,7 +99,12 @@ class MergedView(Protocol):
         ...
 
     def member(self, image_id: str, position: int, path: str) -> FsEntry | None:
-        """The member at ``path`` as layer ``position`` stores it, visible or not."""
+        """The member at ``path`` as stored in layer ``position`` (0 = base) of the image,
+        whether or not an upper layer hides, replaces or deletes it; None when that layer has
+        no such member (whiteout markers are not members here). Within a layer the last
+        member of a name wins. ``content_layer``/``content_offset``/``size``/``sha256`` are
+        the member's own bytes (for a hardlink: none; its ``linkname`` names the target).
+        Raises ``UsageError`` when the image has no layer ``position``."""
         ...
 
     def close(self) -> None: ...

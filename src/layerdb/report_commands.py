@@ -32,10 +32,13 @@ from .cli_options import (
 @_platform_option("os/arch[/variant] when REF names several (arm64 means linux/arm64).")
 @_params_option
 @_format_option
+@click.option("-o", "--output", default=None, metavar="FILE",
+              help="Write the result to FILE instead (.parquet, .csv or .json by suffix; exact "
+                   "values, as `layerdb sql -o`).")
 @_catalog_option
 def report(name: str | None, list_: bool, describe: bool, show_sql: bool,
            image: str | None, platform: str | None, params: tuple, fmt: str,
-           catalog: str | None) -> None:
+           output: str | None, catalog: str | None) -> None:
     """Run the named report NAME (queries/NAME.sql) over every ingested image, or list them.
 
     Each report is one SQL file: its leading comment is its help (--describe), its
@@ -48,6 +51,7 @@ def report(name: str | None, list_: bool, describe: bool, show_sql: bool,
       layerdb report efficiency --image myapp:latest --format json
       layerdb report secrets -p hidden 1
       layerdb report largest-files --image myapp:latest -p limit 10
+      layerdb report files-duplicated -o duplicated.parquet
       layerdb sql "$(layerdb report setuid --sql -p hidden 1)"
     """
     from . import reports
@@ -67,8 +71,25 @@ def report(name: str | None, list_: bool, describe: bool, show_sql: bool,
                                       platform=platform), nl=False)
         return
     with platform_hint(catalog, image, platform):
+        if output and output.lower().endswith(".parquet"):
+            from .catalog import Catalog
+
+            sql = reports.inline_sql(name, given, image=image, catalog_root=catalog,
+                                     platform=platform)
+            with Catalog(catalog, sandbox=True) as cat:
+                cat.copy_to_parquet(sql, None, output)
+            return
+        if output:
+            from .output import output_kind
+
+            output_kind(output)  # a wrong suffix is refused before the report runs
         cols, rows = reports.run_report(name, given, image=image, catalog_root=catalog,
                                         platform=platform)
+        if output:
+            from .output import write_result
+
+            write_result(cols, rows, output)
+            return
     _render(cols, rows, fmt)
 
 
@@ -125,16 +146,20 @@ def check(image: str | None, platform: str | None, lowest_efficiency: str | None
         cols = ["image", "image_id", "rule", "status", "value", "threshold", "message"]
         _render(cols, [tuple(getattr(r, c) for c in cols) for r in results], fmt)
     else:
+        from .output import human_size, printable
+
         sfx = "_dive" if dive_figures else ""
         for s in summaries:
             pct = s["wasted_user_percent" + sfx]
-            click.echo(f"{s['image']} ({s['image_id'][:19]}): efficiency "
-                       f"{s['efficiency' + sfx]:.4f}, wasted {s['wasted_bytes' + sfx]} bytes, "
+            wasted = s["wasted_bytes" + sfx]
+            click.echo(f"{printable(str(s['image']))} ({s['image_id'][7:19]}): efficiency "
+                       f"{s['efficiency' + sfx]:.4f}, wasted "
+                       f"{human_size(wasted) if wasted is not None else 'n/a'}, "
                        f"user wasted {'inf' if pct is None else f'{pct * 100:.2f}'} %"
                        f"{' (dive figures)' if dive_figures else ''}")
             for r in results:
                 if r.image_id == s["image_id"]:
-                    click.echo(f"  {r.status}: {r.rule}: {r.message}")
+                    click.echo(f"  {r.status}: {r.rule}: {printable(str(r.message))}")
         count = {k: sum(r.status == k for r in results) for k in ("PASS", "FAIL", "SKIP")}
         click.echo(f"Result: {'FAIL' if failed else 'PASS'} [total:{len(results)}] "
                    f"[passed:{count['PASS']}] [failed:{count['FAIL']}] "
@@ -161,7 +186,7 @@ def diff(image_a: str, image_b: str, platform: str | None, fmt: str,
       layerdb diff myapp:1 myapp:2
       layerdb diff myapp:1 myapp:2 --format json > changes.json
     """
-    from .output import human_bytes
+    from .output import human_bytes, printable
     from .reports import diff_images
 
     catalog = existing_catalog(catalog)
@@ -170,4 +195,4 @@ def diff(image_a: str, image_b: str, platform: str | None, fmt: str,
     _render(d.columns, d.rows, fmt)
     parts = [f"{n} {k} ({'+' if b > 0 else '-' if b < 0 else ''}{human_bytes(abs(b))})"
              for k, (n, b) in d.totals.items()]
-    click.echo(f"{d.a} -> {d.b}: {', '.join(parts)}", err=True)
+    click.echo(printable(f"{d.a} -> {d.b}: {', '.join(parts)}"), err=True)

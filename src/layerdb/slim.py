@@ -62,8 +62,8 @@ from .image_writer import (
     write_layer,
 )
 from .ldcache import CacheEntry, LdCacheError, parse_ld_cache, parse_ld_conf
-from .selection import ImageRow
 from .merged import FsEntry, MergedView, open_view
+from .selection import ImageRow
 from .store import BlobStore, StoredLayer
 
 MAX_SMALL = 1 << 20  # config files read whole (ld.so.cache, nsswitch.conf, ld.so.conf)
@@ -277,18 +277,6 @@ class SlimPlan:
 
 def _split(path: str) -> list[str]:
     return [p for p in path.split("/") if p and p != "."]
-
-
-class _DictRows:
-    """``extract._Resolver`` reads dict rows; this presents a ``MergedView`` that way, so the
-    entrypoint is found by exactly the code ``extract --entrypoint`` runs."""
-
-    def __init__(self, view: MergedView) -> None:
-        self.view = view
-
-    def lookup(self, image_id: str, paths: Sequence[str]) -> dict[str, dict[str, Any]]:
-        return {p: {"path": e.path, "type": e.type, "linkname": e.linkname}
-                for p, e in self.view.lookup(image_id, paths).items()}
 
 
 class _Planner:
@@ -739,7 +727,6 @@ def plan(image: str | None, catalog_root: str | None = None, platform: str | Non
     """What slimming ``image`` keeps. Returns the plan, the catalog root and an open reader
     (the caller closes it)."""
     from .catalog import Catalog
-
     from .catalog.layout import Layout
 
     root = Layout.at(catalog_root).root
@@ -759,7 +746,7 @@ def plan(image: str | None, catalog_root: str | None = None, platform: str | Non
                 raise SlimError(f"image {img.name} has no Entrypoint or Cmd: name what to keep "
                                 "with --keep (and --no-entrypoint)")
             if argv:
-                exe = entrypoint_path(_Resolver(_DictRows(view), img.id), img)
+                exe = entrypoint_path(_Resolver(view, img.id), img)
                 entry, _ = p.resolve(exe)
                 if entry.type not in ("file", "hardlink"):
                     raise SlimError(f"image {img.name}: its entrypoint {exe} is a {entry.type}")

@@ -19,7 +19,7 @@ import struct
 import tempfile
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -33,6 +33,7 @@ ZSTD_LEVEL = int(os.environ.get("LAYERDB_ZSTD_LEVEL", "1"))
 _SKIPPABLE_MAGIC = 0x184D2A5E
 _SEEKABLE_MAGIC = 0x8F92EAB1
 _FOOTER = struct.Struct("<IBI")  # number of frames, descriptor, seekable magic
+_RECENT_FRAMES = 4  # decoded frames a StoredLayer keeps for the next small read
 
 
 class LayerWriter:
@@ -181,6 +182,7 @@ class StoredLayer:
         self._comp_off = comp_off
         self._dec_off = dec_off
         self.size = dec_off[-1]
+        self._recent: dict[int, bytes] = {}
 
     def close(self) -> None:
         os.close(self._fd)
@@ -192,6 +194,19 @@ class StoredLayer:
         self.close()
 
     def _frame(self, i: int) -> bytes:
+        """Frame ``i`` decoded; the last few are kept, so reading many small members that
+        share a frame (a tar stream of a tree, in path order) decodes it once."""
+        cache = self._recent
+        got = cache.get(i)
+        if got is not None:
+            return got
+        out = self._decode(i)
+        cache[i] = out
+        if len(cache) > _RECENT_FRAMES:
+            del cache[next(iter(cache))]
+        return out
+
+    def _decode(self, i: int) -> bytes:
         import zstandard
 
         start, end = self._comp_off[i], self._comp_off[i + 1]
@@ -231,14 +246,64 @@ class StoredLayer:
 
     def _frames_ahead(self, first: int, last: int) -> Iterator[bytes]:
         """Frames ``first..last`` in order, each decoded while the previous one is used."""
+        for _, frame in self._decode_ahead(range(first, last + 1)):
+            yield frame
+
+    def _decode_ahead(self, frames: Sequence[int], depth: int = 2
+                      ) -> Generator[tuple[int, bytes], None, None]:
+        """``(i, frame i decoded)`` for each ``i`` of ``frames`` in order, decoded ``depth``
+        frames ahead on a helper thread (zstd releases the GIL)."""
         with ThreadPoolExecutor(max_workers=1) as pool:
-            pending: deque[Future] = deque()
-            k = first
-            while k <= last or pending:
-                while k <= last and len(pending) < 2:
-                    pending.append(pool.submit(self._frame, k))
+            pending: deque[tuple[int, Future]] = deque()
+            k = 0
+            while k < len(frames) or pending:
+                while k < len(frames) and len(pending) < depth:
+                    pending.append((frames[k], pool.submit(self._decode, frames[k])))
                     k += 1
-                yield pending.popleft().result()
+                i, fut = pending.popleft()
+                yield i, fut.result()
+
+    def iter_ranges(self, ranges: Sequence[tuple[int, int]]) -> Iterator[tuple[int, memoryview]]:
+        """Read many ``(offset, size)`` ranges of the uncompressed tar in one sequential pass:
+        yield ``(k, piece)`` where ``k`` indexes ``ranges`` and the pieces of range ``k`` come
+        one after the other, in order, ranges in offset order (ties: order given). Each frame
+        any range needs is read and decoded once (ahead, on a helper thread), whatever the
+        number of ranges in it; a range that overlaps an earlier one re-decodes the frames it
+        shares. Ranges of size 0 yield nothing. A piece is a view into a frame: use (write,
+        hash) it before asking for the next one."""
+        order = sorted((k for k, r in enumerate(ranges) if r[1] > 0), key=lambda k: ranges[k][0])
+        dec = self._dec_off
+        needed: list[int] = []
+        for k in order:
+            off, size = ranges[k]
+            if off < 0 or off + size > self.size:
+                raise StoreError(f"cached layer {self.diff_id}: range {off}+{size} is past its "
+                                 f"end {self.size}")
+            first = bisect.bisect_right(dec, off) - 1
+            last = bisect.bisect_right(dec, off + size - 1) - 1
+            if needed and first <= needed[-1]:
+                first = needed[-1] + 1
+            needed.extend(range(first, last + 1))
+        ahead = self._decode_ahead(needed, depth=3)
+        cur_i, cur = -1, memoryview(b"")
+        for k in order:
+            off, size = ranges[k]
+            pos, end = off, off + size
+            while pos < end:
+                i = bisect.bisect_right(dec, pos) - 1
+                if i == cur_i:
+                    frame = cur
+                elif i > cur_i:
+                    while cur_i < i:  # the next frames of ``needed`` are exactly these
+                        cur_i, data = next(ahead)
+                    cur = frame = memoryview(data)
+                else:  # an overlap reaches back before the current frame
+                    frame = memoryview(self._decode(i))
+                base = dec[i]
+                lo, hi = pos - base, min(end - base, len(frame))
+                yield k, frame[lo:hi]
+                pos = base + hi
+        ahead.close()
 
     def read_at(self, offset: int, size: int) -> bytes:
         return b"".join(self.iter_range(offset, size))

@@ -278,7 +278,7 @@ class Catalog:
         con.execute(
             "create or replace temp view members as select i.name as image, m.* "
             f"from ({src}) m join (select id, name from images) i on i.id = m.image_id")
-        con.execute(f"""
+        con.execute("""
             create or replace temp view fs as
             select image, image_id, position,
                    coalesce(content_layer, layer) as content_layer,
@@ -382,7 +382,8 @@ def refresh_lookup_from_catalog(layout: Layout) -> None:
     index). Written atomically; safe beside a running ingest, which rewrites it after its own
     commits."""
     if not layout.exists():
-        raise NoCatalog(f"no catalog at {layout.root}; run layerdb ingest first (or give --catalog DIR / $LAYERDB_HOME)")
+        raise NoCatalog(f"no catalog at {layout.root}; run layerdb ingest first "
+                        "(or give --catalog DIR / $LAYERDB_HOME)")
     from .writer import refresh_lookup
 
     con = connect(layout.db, read_only=True)

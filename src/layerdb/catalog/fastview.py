@@ -150,9 +150,12 @@ class FastView:
         """The member at ``path`` as layer ``position`` of the image stores it, whether or
         not a running container sees it (the last one in the layer's tar order)."""
         fate = self._fate(image_id)
-        if not 0 <= position < len(fate.layers):
-            raise ImageNotFound(f"image {image_id[:19]} has no layer {position} "
-                                f"(it has {len(fate.layers)})")
+        n = len(fate.layers)
+        if not 0 <= position < n:
+            from ..errors import UsageError
+
+            raise UsageError(f"no layer {position}: the image has {n} layer(s)"
+                             + (f" (0-{n - 1})" if n else ""))
         diff_id = fate.layers[position]
         li = self._layer(diff_id)
         hits = li.find(raw_of(path))
@@ -162,4 +165,12 @@ class FastView:
         r = li.row(i)
         if r["whiteout"] != "none":
             return None
+        if r["type"] == "hardlink" and (position, i) not in fate.links:
+            # not visible: no resolved bytes; its linkname names the target (as stored)
+            return FsEntry(path=_display(r["raw"]), raw=r["raw"], type="hardlink", mode=r["mode"],
+                           uid=r["uid"], gid=r["gid"], uname=r["uname"], gname=r["gname"],
+                           mtime=r["mtime"], linkname=r["linkname"], position=position)
         return self._entry(fate, position, diff_id, i, r)
+
+    def layer_count(self, image_id: str) -> int:
+        return len(self._fate(image_id).layers)

@@ -181,7 +181,7 @@ def compute(layers: Sequence[tuple[int, str, str]]) -> ImageFate:
         # it) deletes that subtree
         parents_below: set[bytes] = set()
         starts = np.cumsum([0] + counts)
-        for li, (p, _, _) in enumerate(layers):
+        for li in range(len(layers)):
             lo, hi = int(starts[li]), int(starts[li + 1])
             if li > 0 and parents_below and hi > lo:
                 cand = np.flatnonzero(~is_dir[lo:hi] & (wh[lo:hi] == 0)) + lo

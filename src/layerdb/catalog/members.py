@@ -19,7 +19,6 @@ import os
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -69,7 +68,7 @@ def _write_members(job: MaterializeJob, fate: ImageFate) -> None:
     writer = None
     tmp = job.members_out + ".tmp"
     try:
-        for (position, diff_id, path), lf in zip(job.layers, fate.layers):
+        for (position, _diff_id, path), lf in zip(job.layers, fate.layers):
             pf = pq.ParquetFile(path)
             if schema is None:
                 schema = _schema(pf.schema_arrow)
