@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 from .compression import open_decompressed
 from .digest import Digest, HashingReader
 from .errors import CorruptLayer, LayerdbError, SourceError
-from .model import LAYER_TYPES, FileSegment, Image, LayerRef, familiar_ref
-from .sources import open_source
+from .model import LAYER_TYPES, Blob, Image, LayerRef, familiar_ref
+from .sources import SourceOptions, expand, is_stream, open_source, recorded_source
 from .store import BlobStore, LayerWriter
 
 if TYPE_CHECKING:  # the catalog (duckdb) loads only when an ingest has something to record
@@ -34,9 +34,10 @@ if TYPE_CHECKING:  # the catalog (duckdb) loads only when an ingest has somethin
 
 @dataclass(frozen=True)
 class LayerJob:
-    """One layer to read. ``digest`` is the blob digest to verify (None: unknown)."""
+    """One layer to read. ``digest`` is the blob digest to verify (None: unknown). ``blob``
+    pickles to the worker, which opens it (a file segment, or a registry stream)."""
 
-    blob: FileSegment
+    blob: Blob
     diff_id: Digest
     digest: Digest | None
     media_type: str
@@ -120,7 +121,8 @@ def read_layer(job: LayerJob) -> LayerResult:
             hashed.drain()
         finally:
             raw.close()
-        if job.blob.length >= 0 and hashed.bytes_read != job.blob.length:
+        expected = job.blob.size()
+        if expected >= 0 and hashed.bytes_read != expected:
             raise CorruptLayer(f"{job.what}: truncated blob")
         if job.digest is not None:
             hashed.verify(job.digest)
@@ -218,12 +220,14 @@ class _Plan:
 
 
 def ingest(paths: Iterable[str], catalog_root: str | None = None, jobs: int | None = None,
-           progress: Callable[[dict], None] | None = None) -> IngestReport:
+           progress: Callable[[dict], None] | None = None,
+           options: SourceOptions | None = None) -> IngestReport:
     """Ingest every archive or layout in ``paths``. Each archive is all-or-nothing: on any
     error nothing of it is recorded or cached, and the error is kept in its ``ArchiveResult``
     (the others still go in). All archives' new layers are read in one pool, each distinct
     diff_id once; an archive is recorded as soon as its last layer is ready. ``progress``
-    receives event dicts (for a progress bar)."""
+    receives event dicts (for a progress bar). ``options`` says how to open sources
+    (registry settings; ``--all-tags`` expands a reference into one archive per tag)."""
     from .lookup import default_root
 
     t0 = time.monotonic()
@@ -238,11 +242,17 @@ def ingest(paths: Iterable[str], catalog_root: str | None = None, jobs: int | No
     executor: cf.Executor | None = None
     try:
         # every archive is opened (and a compressed one decompressed) once, here
-        for path in paths:
+        paths = list(paths)
+        opts = options or SourceOptions()
+        if any(is_stream(p) for p in paths):  # members the cache holds are not spooled
+            opts = replace(opts, cached_blobs=lambda: _cached_blobs(root))
+        for path, err in expand(paths, opts):
             res = ArchiveResult(path)
             results.append(res)
             try:
-                plans.append(_open_plan(res, run_tmp))
+                if err is not None:
+                    raise err
+                plans.append(_open_plan(res, run_tmp, opts))
             except LayerdbError as e:
                 res.error = e
                 emit({"event": "error", "path": path, "error": str(e)})
@@ -289,11 +299,25 @@ def _all_known(plans: list[_Plan], root: str) -> bool:
     return True
 
 
-def _open_plan(res: ArchiveResult, run_tmp: str) -> _Plan:
+def _cached_blobs(root: str) -> frozenset[str]:
+    """Blob digests whose layers the catalog holds (from its lookup index; empty if none)."""
+    from .lookup import LookupIndex
+
+    idx = LookupIndex.open(root)
+    if idx is None:
+        return frozenset()
+    try:
+        known = idx.known()
+    finally:
+        idx.close()
+    return frozenset(known[1]) if known else frozenset()
+
+
+def _open_plan(res: ArchiveResult, run_tmp: str, options: SourceOptions | None = None) -> _Plan:
     path = res.path
     staging = tempfile.mkdtemp(dir=run_tmp)
     try:
-        src = open_source(path, staging)
+        src = open_source(path, staging, options)
     except OSError as e:
         raise SourceError(f"{path}: {e.strerror or e}") from e
     try:
@@ -472,7 +496,8 @@ def _commit(path: str, cat: Catalog, store: BlobStore, images: list[Image],
             "select diff_id, coalesce(compressed_size, 0), size from layer_meta").fetchall()}
         for r in done.values():
             sizes[str(r.diff_id)] = (r.compressed_size, r.size)
-        cat.commit_archive(images, layers, list(blobs.values()), sizes, os.path.abspath(path))
+        cat.commit_archive(images, layers, list(blobs.values()), sizes,
+                           recorded_source(path, images))
 
 
 def _with_blob_digests(img: Image, done: dict[str, LayerResult]) -> Image:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from ..errors import SourceError
-from ..model import FileSegment
+from ..model import Blob, FileSegment
 
 #: JSON documents (manifests, configs, indexes) larger than this are refused, in bytes.
 MAX_JSON_BYTES = 64 << 20
@@ -40,7 +40,7 @@ class Files(Protocol):
 
     display: str
 
-    def segment(self, name: str) -> FileSegment | None:
+    def segment(self, name: str) -> Blob | None:
         """Where the bytes of regular file ``name`` are (links followed), or None if absent."""
         ...
 
@@ -191,7 +191,7 @@ class TarFiles:
                 return m
         return None
 
-    def segment(self, name: str) -> FileSegment | None:
+    def segment(self, name: str) -> Blob | None:
         m = self._resolve(name)
         if m is None or m.kind == "dir" or m.kind == "other":
             return None
