@@ -418,8 +418,16 @@ class Client:
                 self._release(resp, conn, url)
                 raise self._status_error(resp.status, body, what)
             if not stream:
-                resp.body = _read_bounded(resp, MAX_DOCUMENT,  # type: ignore[attr-defined]
-                                          f"{self.what}: {what}")
+                try:
+                    resp.body = _read_bounded(resp, MAX_DOCUMENT,  # type: ignore[attr-defined]
+                                              f"{self.what}: {what}")
+                except _TRANSPORT_ERRORS as e:  # cut mid-body: ask again
+                    conn.close()
+                    attempt += 1
+                    if attempt >= self.retry.attempts:
+                        raise RegistryError(f"{self.what}: {what}: {_reason(e)}") from e
+                    time.sleep(self.retry.delay(attempt - 1))
+                    continue
                 self._release(resp, conn, url)
                 return resp, None, url
             return resp, conn, url
@@ -478,6 +486,11 @@ def _reason(e: BaseException) -> str:
 
 def _read_bounded(resp: http.client.HTTPResponse, limit: int, what: str, strict: bool = True) -> bytes:
     data = resp.read(limit + 1)
+    declared = resp.getheader("Content-Length")
+    if declared and declared.isdigit() and len(data) < int(declared) and len(data) <= limit:
+        resp.will_close = True
+        resp.close()
+        raise http.client.IncompleteRead(data, int(declared) - len(data))
     if len(data) > limit:
         resp.will_close = True  # the rest is unread: the connection is not reused
         resp.close()
