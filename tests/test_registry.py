@@ -89,8 +89,8 @@ def _ids(root):
                                           ("app/zstd:v1", "oci-archive"),
                                           ("app/docker:v1", "docker-archive")])
 def test_merged_view_equals_the_archive_skopeo_writes(reg, opts, tmp_path, repo, archive):
-    rep = ingest([f"docker://{reg.host}/{repo}"], catalog_root=str(tmp_path / "a"), jobs=2,
-                 options=opts)
+    rep = ingest([f"docker://{reg.host}/{repo}"], catalog_root=str(tmp_path / "a"),
+                 jobs=2 if "gzip" in repo else 1, options=opts)
     assert not rep.failed, rep.failed[0].error
     tar = tmp_path / "copy.tar"
     reg.pull(repo, f"{archive}:{tar}" + (f":x/{repo}" if archive == "docker-archive" else ""))
@@ -171,7 +171,7 @@ def test_rescan_of_unchanged_repository_costs_only_manifest_requests(reg, opts, 
     assert sum(a.new_layers for a in first.archives) == 5  # three tags, one image, read once
     before = snapshot(tmp_path)
     proxy.requests.clear()
-    again = ingest([f"docker://{proxy.host}/app/gzip"], catalog_root=str(tmp_path), options=o)
+    again = ingest([f"docker://{proxy.host}/app/gzip"], catalog_root=str(tmp_path), options=o, jobs=1)
     assert not again.failed
     paths = [p for _, p, _, _ in proxy.requests]
     assert not [p for p in paths if "/blobs/" in p]
@@ -180,8 +180,8 @@ def test_rescan_of_unchanged_repository_costs_only_manifest_requests(reg, opts, 
 
 
 def test_cached_layer_is_never_downloaded(reg, opts, proxy, tmp_path, umoci_images):
-    ingest([umoci_images["oci-gzip"]], catalog_root=str(tmp_path))  # the same layers, from a file
-    rep = ingest([f"docker://{proxy.host}/app/zstd:v1"], catalog_root=str(tmp_path), options=opts)
+    ingest([umoci_images["oci-gzip"]], catalog_root=str(tmp_path), jobs=1)  # the same layers, from a file
+    rep = ingest([f"docker://{proxy.host}/app/zstd:v1"], catalog_root=str(tmp_path), options=opts, jobs=1)
     assert not rep.failed and rep.archives[0].new_images == 1
     blobs = [p for _, p, _, _ in proxy.requests if "/blobs/" in p]
     assert len(blobs) == 1  # the config only (zstd blobs, but the diff_ids are cached)
@@ -199,7 +199,7 @@ def test_basic_auth_htpasswd(umoci_images, tmp_path, opts, monkeypatch):
         monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
         monkeypatch.delenv("DOCKER_CONFIG", raising=False)
         monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
-        rep = ingest([ref], catalog_root=str(tmp_path / "c0"), options=opts)
+        rep = ingest([ref], catalog_root=str(tmp_path / "c0"), options=opts, jobs=1)
         assert "authentication required" in str(rep.archives[0].error)
         bad = ingest([ref], catalog_root=str(tmp_path / "c0"), options=replace(opts, creds=f"{USER}:nope"))
         assert "authentication failed" in str(bad.archives[0].error)
@@ -228,7 +228,7 @@ def test_bearer_token_realm(reg, opts, proxy, tmp_path):
     proxy.faults.bearer = True
     proxy.faults.token_users = {USER: PASSWORD}
     ref = f"docker://{proxy.host}/app/gzip:v1"
-    anon = ingest([ref], catalog_root=str(tmp_path / "c0"), options=opts)
+    anon = ingest([ref], catalog_root=str(tmp_path / "c0"), options=opts, jobs=1)
     assert "authentication failed: the token service answered 401" in str(anon.archives[0].error)
     rep = ingest([ref], catalog_root=str(tmp_path / "c1"), jobs=2,
                  options=replace(opts, creds=f"{USER}:{PASSWORD}"))
@@ -238,7 +238,7 @@ def test_bearer_token_realm(reg, opts, proxy, tmp_path):
                              for s, h in blob_gets)
     assert proxy.count(lambda m, p: p.startswith("/token")) <= 3  # workers reuse the token
     proxy.faults.token_users = None  # an anonymous realm
-    anon2 = ingest([ref], catalog_root=str(tmp_path / "c2"), options=opts)
+    anon2 = ingest([ref], catalog_root=str(tmp_path / "c2"), options=opts, jobs=1)
     assert not anon2.failed
 
 
@@ -267,12 +267,12 @@ def test_blob_cut_mid_transfer_resumes_with_range(reg, opts, proxy, tmp_path):
 
 
 def test_wrong_bytes_are_refused_and_nothing_recorded(reg, opts, proxy, tmp_path, umoci_images):
-    ingest([umoci_images["oci-archive"]], catalog_root=str(tmp_path))
-    ingest([f"docker://{reg.host}/app/multi:v1"], catalog_root=str(tmp_path), options=opts)
+    ingest([umoci_images["oci-archive"]], catalog_root=str(tmp_path), jobs=1)
+    ingest([f"docker://{reg.host}/app/multi:v1"], catalog_root=str(tmp_path), options=opts, jobs=1)
     before = snapshot(tmp_path)
     proxy.faults.corrupt_blobs = True
     rep = ingest([f"docker://{proxy.host}/app/docker:v1"], catalog_root=str(tmp_path),
-                 options=opts)
+                 options=opts, jobs=1)
     err = str(rep.archives[0].error)
     assert rep.failed and ("digest mismatch" in err or "corrupt" in err), err
     assert snapshot(tmp_path) == before and tmp_is_clean(tmp_path)
@@ -282,14 +282,14 @@ def test_429_then_success_honours_retry_after(reg, opts, proxy, tmp_path):
     proxy.faults.throttle = 2
     proxy.faults.retry_after = "1"
     t0 = time.monotonic()
-    rep = ingest([f"docker://{proxy.host}/app/gzip:v1"], catalog_root=str(tmp_path), options=opts)
+    rep = ingest([f"docker://{proxy.host}/app/gzip:v1"], catalog_root=str(tmp_path), options=opts, jobs=1)
     assert not rep.failed, rep.failed[0].error
     assert time.monotonic() - t0 >= 2.0  # two waits of Retry-After: 1 (backoff alone is 0.05 s)
     assert [s for _, _, s, _ in proxy.requests][:2] == [429, 429]
 
 
 def test_registry_dying_mid_ingest_then_rerun_fetches_only_what_is_missing(reg, opts, proxy, tmp_path):
-    first = ingest([f"docker://{proxy.host}/app/multi:v1"], catalog_root=str(tmp_path), options=opts)
+    first = ingest([f"docker://{proxy.host}/app/multi:v1"], catalog_root=str(tmp_path), options=opts, jobs=1)
     assert not first.failed
     before = snapshot(tmp_path)
     proxy.faults.dead_after_blobs = proxy.blob_gets + 2  # the config and one layer, then nothing
@@ -301,7 +301,7 @@ def test_registry_dying_mid_ingest_then_rerun_fetches_only_what_is_missing(reg, 
     proxy.faults.dead_after_blobs = None
     proxy.requests.clear()
     again = ingest([f"docker://{proxy.host}/app/multi:v1", ref], catalog_root=str(tmp_path),
-                   options=opts)
+                   options=opts, jobs=1)
     assert not again.failed, again.failed[0].error
     blobs = {p.rsplit("/", 1)[1] for m, p, _, _ in proxy.requests if "/blobs/" in p and m == "GET"}
     manifest = json.loads(subprocess.run(
@@ -313,14 +313,14 @@ def test_registry_dying_mid_ingest_then_rerun_fetches_only_what_is_missing(reg, 
 
 def test_schema1_is_refused_in_one_line(reg, opts, proxy, tmp_path):
     proxy.faults.schema1 = True
-    rep = ingest([f"docker://{proxy.host}/app/gzip:v1"], catalog_root=str(tmp_path), options=opts)
+    rep = ingest([f"docker://{proxy.host}/app/gzip:v1"], catalog_root=str(tmp_path), options=opts, jobs=1)
     assert "schema 1 manifest" in str(rep.archives[0].error)
 
 
 def test_no_retry_storm_against_a_closed_port(opts, tmp_path):
     port = rf.free_port()
     t0 = time.monotonic()
-    rep = ingest([f"docker://127.0.0.1:{port}/x/y:v1"], catalog_root=str(tmp_path), options=opts)
+    rep = ingest([f"docker://127.0.0.1:{port}/x/y:v1"], catalog_root=str(tmp_path), options=opts, jobs=1)
     assert "connection refused" in str(rep.archives[0].error)
     assert time.monotonic() - t0 < 5
 

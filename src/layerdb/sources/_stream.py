@@ -21,7 +21,7 @@ from typing import BinaryIO
 
 from .. import compression
 from ..digest import Digest
-from ..errors import BlobNotFound, DigestMismatch, SourceError
+from ..errors import BlobNotFound, DigestMismatch, LayerdbError, SourceError
 from ._files import Member, TarFiles, _kind, normalise
 
 _CHUNK = 1 << 20
@@ -129,7 +129,7 @@ class StreamFiles(TarFiles):
                     self._member(tf, ti, spool, cached)
             except (tarfile.TarError, EOFError, OSError, ValueError) as e:
                 raise self._corrupt(str(e)) from e
-            except SourceError:
+            except LayerdbError:
                 raise
             except Exception as e:  # zstd's and isal's own error types
                 raise self._corrupt(f"{kind} stream: {e}") from e
