@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Installs everything layerdb and its tests need on a fresh Debian/Ubuntu machine:
-# skopeo and umoci (apt; they build and convert the test images) and layerdb itself
+# skopeo and umoci (apt; they build and convert the test images), docker-registry and
+# apache2-utils (apt; a real registry and htpasswd for the registry tests) and layerdb itself
 # with its test dependencies (pip, editable). Safe to run again: it skips what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for tool in skopeo umoci; do
+for tool in skopeo umoci docker-registry; do
   command -v "$tool" >/dev/null 2>&1 || need_apt+=("$tool")
 done
+command -v htpasswd >/dev/null 2>&1 || need_apt+=(apache2-utils)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq

@@ -64,7 +64,7 @@ class Walker:
     ``layer`` read from ``files``; the registry source overrides them."""
 
     def __init__(self, files: Files | None, source: str, display: str | None = None) -> None:
-        self.files = files  # type: ignore[assignment]
+        self.files: Files = files  # type: ignore[assignment]
         self.display = display if display is not None else files.display  # type: ignore[union-attr]
         self.source = source
         self.found = Collector()

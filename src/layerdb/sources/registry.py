@@ -376,24 +376,28 @@ class Client:
         attempt = 0
         while True:
             url = url0
+            resp: http.client.HTTPResponse | None = None
+            err: BaseException | None = None
             for _hop in range(MAX_REDIRECTS + 1):
                 same = urllib.parse.urlsplit(url).netloc == self.endpoint.netloc
                 hdrs = {**extra, **(self._auth_header(scope) if same else {})}
                 try:
-                    resp, conn = self._send(method, url, hdrs, pooled=not stream)
+                    got, conn = self._send(method, url, hdrs, pooled=not stream)
                 except _TRANSPORT_ERRORS as e:
-                    resp = None
-                    err: BaseException = e
+                    err = e
                     break
-                if resp.status in (301, 302, 303, 307, 308) and resp.getheader("Location"):
-                    _read_bounded(resp, MAX_ERROR_BODY, "")
-                    self._release(resp, conn, url)
-                    url = urllib.parse.urljoin(url, resp.getheader("Location", ""))
+                resp = got
+                if got.status in (301, 302, 303, 307, 308) and got.getheader("Location"):
+                    _read_bounded(got, MAX_ERROR_BODY, "")
+                    self._release(got, conn, url)
+                    url = urllib.parse.urljoin(url, got.getheader("Location", ""))
+                    resp = None
                     continue
                 break
             else:
                 raise RegistryError(f"{self.what}: {what}: more than {MAX_REDIRECTS} redirects")
             if resp is None:
+                assert err is not None
                 attempt += 1
                 if attempt >= self.retry.attempts or _fatal(err):
                     raise RegistryError(f"{self.what}: {what}: {_reason(err)}") from err
@@ -432,7 +436,7 @@ class Client:
                 return resp, None, url
             return resp, conn, url
 
-    def _status_error(self, status: int, body: bytes, what: str) -> RegistryError:
+    def _status_error(self, status: int, body: bytes, what: str) -> SourceError:
         detail = ""
         try:
             errs = json.loads(body).get("errors") or []
