@@ -40,7 +40,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..digest import Digest
-from ..errors import BlobNotFound, DigestMismatch, RegistryError, SourceError, UnsupportedMediaType
+from ..errors import (
+    BlobNotFound,
+    DigestMismatch,
+    LayerdbError,
+    RegistryError,
+    SourceError,
+    UnsupportedMediaType,
+)
 from ..model import (
     DOCKER_LIST,
     DOCKER_MANIFEST,
@@ -673,17 +680,31 @@ def host_platform() -> Platform:
     return Platform("linux", arch, variant)
 
 
+_CLIENTS: dict[tuple[str, Auth, bool, float, int], Client] = {}
+
+
 def connect(ref: Reference, options: SourceOptions) -> Client:
     """A client for ``ref``'s registry after ``GET /v2/``: HTTPS, or (``tls_verify`` False)
-    HTTPS without verification falling back to plain HTTP, as skopeo does."""
+    HTTPS without verification falling back to plain HTTP, as skopeo does. One client per
+    registry and credentials in a process: a scan of many tags pings once, keeps its
+    connection alive and reuses its tokens."""
     auth = credentials(ref, options)
+    key = (ref.netloc, auth, options.tls_verify, options.timeout, options.retries)
+    if key in _CLIENTS:
+        return _CLIENTS[key]
+    client = _connect(ref, options, auth)
+    _CLIENTS[key] = client
+    return client
+
+
+def _connect(ref: Reference, options: SourceOptions, auth: Auth) -> Client:
     retry = Retry(max(1, options.retries), options.backoff, timeout=options.timeout)
     schemes = ["https"] if options.tls_verify else ["https", "http"]
     last: BaseException | None = None
     for scheme in schemes:
         client = Client(Endpoint(scheme, ref.netloc, options.tls_verify), auth,
                         retry if scheme == schemes[-1] else Retry(1, 0, timeout=options.timeout),
-                        str(ref))
+                        f"docker://{ref.host}")
         try:
             status, _, resp = client._simple("GET", client.endpoint.base + "/v2/", {}, "ping")
         except RegistryError as e:
@@ -747,9 +768,19 @@ class RegistrySource:
         self.scope = f"repository:{self.ref.repo}:pull"
 
     def close(self) -> None:
-        self.client.close()
+        """Nothing to delete; the registry's client stays for the next reference."""
 
     def images(self) -> Iterator[Image]:
+        """See ``_images``; errors name this reference, not only its registry."""
+        try:
+            yield from self._images()
+        except LayerdbError as e:
+            msg, head = str(e), self.client.what
+            if msg.startswith(head + ":") and not msg.startswith(self.path):
+                raise type(e)(self.path + msg[len(head):]) from e
+            raise
+
+    def _images(self) -> Iterator[Image]:
         """Every image the reference names: one manifest, or the wanted platforms of an index
         (``--platform``, default the host's; ``--all-platforms``). ``Image.source`` is the
         pinned ``docker://HOST/REPO@DIGEST`` of the manifest or index the reference named."""
@@ -882,27 +913,24 @@ def expand_reference(text: str, options: SourceOptions) -> list[str]:
     if not ref.repo and not options.all_repositories:
         raise SourceError(f"{text}: no repository named (use --all-repositories for a whole registry)")
     client = connect(ref, options)
-    try:
-        if ref.repo:
-            repos = [ref.repo]
-        else:
-            repos = _pages(client, "/v2/_catalog", "registry:catalog:*", "repositories",
-                           options.page_size, "catalog")
-        out = []
-        for repo in repos:
-            if not isinstance(repo, str) or not _REPO.match(repo):
-                raise RegistryError(f"{text}: catalog lists an invalid repository name "
-                                    f"{_printable(str(repo))[:100]!r}")
-            tags = _pages(client, f"/v2/{repo}/tags/list", f"repository:{repo}:pull", "tags",
-                          options.page_size, f"tags of {repo}")
-            for tag in tags:
-                if not isinstance(tag, str) or not _TAG.match(tag):
-                    raise RegistryError(f"{text}: {repo} lists an invalid tag "
-                                        f"{_printable(str(tag))[:100]!r}")
-                out.append(f"docker://{ref.host}/{repo}:{tag}")
-        return out
-    finally:
-        client.close()
+    if ref.repo:
+        repos = [ref.repo]
+    else:
+        repos = _pages(client, "/v2/_catalog", "registry:catalog:*", "repositories",
+                       options.page_size, "catalog")
+    out = []
+    for repo in repos:
+        if not isinstance(repo, str) or not _REPO.match(repo):
+            raise RegistryError(f"{text}: catalog lists an invalid repository name "
+                                f"{_printable(str(repo))[:100]!r}")
+        tags = _pages(client, f"/v2/{repo}/tags/list", f"repository:{repo}:pull", "tags",
+                      options.page_size, f"tags of {repo}")
+        for tag in tags:
+            if not isinstance(tag, str) or not _TAG.match(tag):
+                raise RegistryError(f"{text}: {repo} lists an invalid tag "
+                                    f"{_printable(str(tag))[:100]!r}")
+            out.append(f"docker://{ref.host}/{repo}:{tag}")
+    return out
 
 
 def _pages(client: Client, path: str, scope: str, key: str, page: int, what: str) -> list[Any]:
