@@ -127,18 +127,24 @@ def main() -> None:
         env = {"LAYERDB_CACHE_DIR": str(work / "cache")}
         ld = layerdb_cmd()
 
-        # 1. registry ingest vs skopeo copy + ingest of the layout
-        t_reg = timed([*ld, "ingest", "-q", "-j", "2", "--catalog", str(work / "c1"),
-                       "--tls-verify=false", f"docker://{reg.host}/bench/big:v1"], env)
-        t_copy = timed(["skopeo", "--insecure-policy", "copy", "-q", "--src-tls-verify=false",
-                        f"docker://{reg.host}/bench/big:v1", f"oci:{work / 'pulled'}:v1"])
-        t_ing = timed([*ld, "ingest", "-q", "-j", "2", "--catalog", str(work / "c2"),
-                       str(work / "pulled")], env)
-        base = t_copy + t_ing
+        # 1. registry ingest vs skopeo copy + ingest of the layout; twice each, alternating
+        # (the machine is shared), the best of each kept
+        t_reg, t_copy, t_ing = [], [], []
+        for run in range(2):
+            shutil.rmtree(work / "pulled", ignore_errors=True)
+            t_copy.append(timed(["skopeo", "--insecure-policy", "copy", "-q", "--src-tls-verify=false",
+                                 f"docker://{reg.host}/bench/big:v1", f"oci:{work / 'pulled'}:v1"]))
+            t_ing.append(timed([*ld, "ingest", "-q", "-j", "2", "--catalog", str(work / f"c2-{run}"),
+                                str(work / "pulled")], env))
+            t_reg.append(timed([*ld, "ingest", "-q", "-j", "2", "--catalog", str(work / f"c1-{run}"),
+                                "--tls-verify=false", f"docker://{reg.host}/bench/big:v1"],
+                               {"LAYERDB_CACHE_DIR": str(work / f"cache-{run}")}))
+        base = min(c + i for c, i in zip(t_copy, t_ing))
         rows.append({"what": f"ingest a {size / MB:.0f} MB image (4 gzip layers) from the registry",
-                     "layerdb": t_reg, "baseline": base,
-                     "baseline_what": f"skopeo copy {t_copy:.2f} s + ingest of the layout {t_ing:.2f} s",
-                     "ratio": base / t_reg})
+                     "layerdb": min(t_reg), "baseline": base,
+                     "baseline_what": f"skopeo copy {min(t_copy):.2f} s + ingest of the layout "
+                                      f"{min(t_ing):.2f} s",
+                     "ratio": base / min(t_reg)})
 
         # 2. re-scan of an unchanged repository with N tags
         proxy = rf.Proxy(reg.host)
