@@ -18,7 +18,7 @@ from catalog_snapshot import snapshot, tmp_is_clean
 from layerdb.catalog import Catalog
 from layerdb.errors import DigestMismatch, SourceError
 from layerdb.ingest import ingest
-from layerdb.sources import SourceOptions, open_source
+from layerdb.sources import SourceOptions, expand, open_source
 from layerdb.sources._stream import StreamFiles
 
 LAYERDB = [sys.executable, "-m", "layerdb.cli"]
@@ -193,3 +193,5 @@ def test_a_terminal_or_nothing_is_refused(tmp_path):
     assert out.returncode == 1 and "layerdb: error: -:" in out.stderr
     with pytest.raises(SourceError, match="not an image archive"):
         StreamFiles(io.BufferedReader(io.BytesIO(b"")), "-", str(tmp_path))
+    (_, first), (_, second) = expand(["-", "-"])
+    assert first is None and "only once" in str(second)

@@ -113,8 +113,12 @@ def expand(paths: Collection[str], options: SourceOptions | None = None
     Each entry is (path, None), or (path as given, the error that stopped its expansion)."""
     opts = options or SourceOptions()
     out: list[tuple[str, LayerdbError | None]] = []
-    for p in paths:
-        if p.startswith("docker://") and (opts.all_tags or opts.all_repositories):
+    for i, p in enumerate(paths):
+        if p == "-" and "-" in list(paths)[:i]:
+            from ..errors import SourceError
+
+            out.append((p, SourceError("-: standard input can be read only once")))
+        elif p.startswith("docker://") and (opts.all_tags or opts.all_repositories):
             from .registry import expand_reference
 
             try:
