@@ -266,6 +266,14 @@ def test_blob_cut_mid_transfer_resumes_with_range(reg, opts, proxy, tmp_path):
     assert len(_fs(tmp_path, img)) > 20
 
 
+def test_cut_json_body_is_asked_again(reg, opts, proxy, tmp_path):
+    proxy.faults.cut_blobs, proxy.faults.cut_min = 1, 2  # the config blob comes first
+    rep = ingest([f"docker://{proxy.host}/app/zstd:v1"], catalog_root=str(tmp_path), options=opts, jobs=1)
+    assert not rep.failed, rep.failed[0].error
+    blobs = [p for m, p, _, _ in proxy.requests if "/blobs/" in p and m == "GET"]
+    assert blobs[0] == blobs[1] and len(blobs) == 7  # the config twice, then five layers
+
+
 def test_wrong_bytes_are_refused_and_nothing_recorded(reg, opts, proxy, tmp_path, umoci_images):
     ingest([umoci_images["oci-archive"]], catalog_root=str(tmp_path), jobs=1)
     ingest([f"docker://{reg.host}/app/multi:v1"], catalog_root=str(tmp_path), options=opts, jobs=1)
