@@ -327,6 +327,10 @@ class Client:
         query["scope"] = params.get("scope") or scope
         query = {k: v for k, v in query.items() if v}
         realm = params["realm"]
+        if (self.auth.username and self.endpoint.scheme == "https"
+                and urllib.parse.urlsplit(realm).scheme != "https"):
+            raise RegistryError(f"{self.what}: refusing to send credentials to a token service "
+                                f"over plain HTTP ({_printable(realm)[:100]})")
         url = realm + ("&" if "?" in realm else "?") + urllib.parse.urlencode(query)
         headers = {}
         if self.auth.username:
