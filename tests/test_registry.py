@@ -370,3 +370,24 @@ def test_cli_ingest_from_registry(reg, tmp_path):
     assert lines[0].startswith("layerdb: error:") and "--tls-verify=false" in lines[0]
     assert "Traceback" not in bad.stderr
 
+
+
+def test_skopeo_style_local_prefixes(umoci_images, scratch):
+    def refs(path):
+        src = open_source(path, str(scratch))
+        try:
+            return sorted(r for i in src.images() for r in i.refs)
+        finally:
+            src.close()
+
+    assert refs(f"oci:{umoci_images['oci-gzip']}:v1") == ["v1"]
+    assert refs(f"oci:{umoci_images['oci-gzip']}") == ["v1"]
+    assert refs(f"docker-archive:{umoci_images['docker-archive']}") == refs(umoci_images["docker-archive"])
+    assert refs(f"oci-archive:{umoci_images['oci-archive']}") == refs(umoci_images["oci-archive"])
+    with pytest.raises(SourceError, match=r"no image tagged 'nope' \(tags: v1\)"):
+        refs(f"oci:{umoci_images['oci-gzip']}:nope")
+    with pytest.raises(SourceError, match="not a docker archive"):
+        refs(f"docker-archive:{umoci_images['oci-archive']}")
+    with pytest.raises(SourceError, match="not an OCI layout directory"):
+        refs(f"oci:{umoci_images['oci-archive']}")
+    assert not os.listdir(scratch)
