@@ -52,24 +52,40 @@ def cli(ctx: click.Context, catalog: str | None) -> None:
 @cli.command(context_settings=CONTEXT)
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=False))
 @click.option("-j", "--jobs", type=click.IntRange(1, 256), default=None,
-              help="Worker processes that read layers in parallel (default: number of cores).")
+              help="Worker processes that read (and download) layers in parallel (default: number of cores).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary.")
 @click.option("--verify", is_flag=True,
               help="Read and check every blob, even of layers the cache holds already.")
 @click.option("--wait", type=click.FloatRange(0), default=600.0, show_default=True,
               metavar="SECONDS", help="How long to wait for another ingest to finish.")
+@click.option("--platform", default=None, metavar="OS/ARCH[/VARIANT]",
+              help="Registry: the platform to take from an index (default: this machine's).")
+@click.option("--all-platforms", is_flag=True, help="Registry: every platform of an index.")
+@click.option("--all-tags", is_flag=True, help="docker://HOST/REPO: every tag of the repository.")
+@click.option("--all-repositories", is_flag=True,
+              help="docker://HOST: every tag of every repository of the registry.")
+@click.option("--creds", default=None, metavar="USER:PASS",
+              help="Registry credentials (else $REGISTRY_AUTH_FILE, auth.json, ~/.docker/config.json).")
+@click.option("--authfile", default=None, metavar="FILE", help="Registry credentials file (auth.json format).")
+@click.option("--tls-verify", type=click.BOOL, default=True, metavar="BOOL",
+              help="--tls-verify=false allows plain HTTP and unverified certificates.")
 @_catalog_option
 def ingest(paths: tuple[str, ...], jobs: int | None, quiet: bool, verify: bool, wait: float,
-           catalog: str | None) -> None:
-    """Ingest image archives and OCI layouts into the catalog.
+           platform: str | None, all_platforms: bool, all_tags: bool, all_repositories: bool,
+           creds: str | None, authfile: str | None, tls_verify: bool, catalog: str | None) -> None:
+    """Ingest image archives, OCI layouts, streams and registry images into the catalog.
 
     PATHS are docker/podman/skopeo archives (legacy or Docker >= 25 layout), kaniko tarballs,
     OCI layout directories or oci-archive tarballs, each possibly gzip- or zstd-compressed as a
-    whole. Every blob is verified against its digest and every layer against its diff_id; an
-    archive with any problem is refused whole, leaving catalog and cache as they were, and the
-    others still go in. Layers already in the catalog are not read again; a blob digest not
-    seen before is still read and checked before it is recorded (--verify: every blob).
-    Exit status: 0 all ingested, 1 any refused.
+    whole; - (stdin), a FIFO or <(...) read once; skopeo-style docker-archive:PATH,
+    oci:DIR[:TAG], oci-archive:PATH[:TAG]; or docker://HOST[:PORT]/REPO[:TAG|@DIGEST], read
+    with the registry API (no daemon; only layers not in the cache are downloaded). Every blob
+    is verified against its digest and every layer against its diff_id; an archive (or a
+    registry image) with any problem is refused whole, leaving catalog and cache as they were.
+    Layers already in the catalog are not read again; a blob digest not seen before is still
+    read and checked before it is recorded (--verify: every blob). Registry requests are retried on
+    connection errors, 5xx and 429 ($LAYERDB_REGISTRY_RETRIES, default 5). Exit status: 0 all
+    ingested, 1 any refused.
 
     \b
     Limits (past one, the archive is refused with one line):
@@ -79,8 +95,10 @@ def ingest(paths: tuple[str, ...], jobs: int | None, quiet: bool, verify: bool, 
         to at most 100x its size + 64 MiB; $LAYERDB_MAX_ARCHIVE_RATIO changes the 100
 
     \b
-    Example:
-      docker save myapp:latest | gzip > myapp.tar.gz && layerdb ingest myapp.tar.gz
+    Examples:
+      docker save myapp:latest | layerdb ingest -
+      layerdb ingest docker://registry.example.com/team/app:v1 --creds me:secret
+      layerdb ingest docker://localhost:5000/app --all-tags --tls-verify=false -j 8
     """
     from .ingest import ingest as run
     from .output import human_bytes
@@ -96,7 +114,8 @@ def ingest(paths: tuple[str, ...], jobs: int | None, quiet: bool, verify: bool, 
 
     try:
         report = run(list(paths), catalog_root=catalog, jobs=jobs, progress=on, verify=verify,
-                     wait=wait)
+                     wait=wait, options=_source_options(platform, all_platforms, all_tags,
+                                                        all_repositories, creds, authfile, tls_verify))
     finally:
         finish()
     for a in report.archives:
@@ -116,6 +135,24 @@ def ingest(paths: tuple[str, ...], jobs: int | None, quiet: bool, verify: bool, 
         click.echo(f"done in {report.seconds:.2f}s", err=True)
     if report.failed:
         sys.exit(1)
+
+
+def _source_options(platform: str | None, all_platforms: bool, all_tags: bool,
+                    all_repositories: bool, creds: str | None, authfile: str | None,
+                    tls_verify: bool) -> Any:
+    from .model import Platform
+    from .sources import SourceOptions
+
+    if platform and all_platforms:
+        raise click.UsageError("--platform and --all-platforms exclude each other")
+    want = None
+    if platform:
+        want = Platform.parse(platform if "/" in platform else f"linux/{platform}")
+        if not want.os or not want.architecture:
+            raise click.BadParameter(f"{platform!r}: expected OS/ARCH[/VARIANT]", param_hint="--platform")
+    return SourceOptions.from_env(platform=want, all_platforms=all_platforms, all_tags=all_tags,
+                                  all_repositories=all_repositories, creds=creds,
+                                  auth_file=authfile, tls_verify=tls_verify)
 
 
 def _progress_bar() -> tuple[Callable[[dict], None], Callable[[], None]]:

@@ -24,6 +24,10 @@ class BlobNotFound(SourceError):
     """A blob the manifest names is not in the archive, or not in the cache."""
 
 
+class RegistryError(SourceError):
+    """A registry refused, failed or cannot be reached (after retries), or sent nonsense."""
+
+
 class DigestMismatch(LayerdbError):
     """Bytes do not hash to the digest that names them (blob digest or diff_id)."""
 

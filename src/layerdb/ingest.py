@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 from .compression import open_decompressed
 from .digest import Digest, HashingReader
 from .errors import CorruptLayer, DigestMismatch, LayerdbError, NoSpace, SourceError, is_disk_full
-from .model import LAYER_TYPES, FileSegment, Image, LayerRef, familiar_ref
-from .sources import open_source
+from .model import LAYER_TYPES, Blob, Image, LayerRef, familiar_ref
+from .sources import SourceOptions, expand, is_stream, open_source, recorded_source
 from .store import LayerWriter
 
 if TYPE_CHECKING:  # the catalog (duckdb) loads only when an ingest has something to record
@@ -39,9 +39,10 @@ if TYPE_CHECKING:  # the catalog (duckdb) loads only when an ingest has somethin
 
 @dataclass(frozen=True)
 class LayerJob:
-    """One layer to read. ``digest`` is the blob digest to verify (None: unknown)."""
+    """One layer to read. ``digest`` is the blob digest to verify (None: unknown). ``blob``
+    pickles to the worker, which opens it (a file segment, or a registry stream)."""
 
-    blob: FileSegment
+    blob: Blob
     diff_id: Digest
     digest: Digest | None
     media_type: str
@@ -128,7 +129,8 @@ def read_layer(job: LayerJob) -> LayerResult:
             hashed.drain()
         finally:
             raw.close()
-        if job.blob.length >= 0 and hashed.bytes_read != job.blob.length:
+        expected = job.blob.size()
+        if expected >= 0 and hashed.bytes_read != expected:
             raise CorruptLayer(f"{job.what}: truncated blob")
         if job.digest is not None:
             hashed.verify(job.digest)
@@ -175,7 +177,8 @@ def verify_blob(job: LayerJob) -> LayerResult:
             hashed.drain()
         finally:
             raw.close()
-        if job.blob.length >= 0 and hashed.bytes_read != job.blob.length:
+        expected = job.blob.size()
+        if expected >= 0 and hashed.bytes_read != expected:
             raise CorruptLayer(f"{job.what}: truncated blob")
         if job.digest is not None:
             hashed.verify(job.digest)
@@ -274,13 +277,14 @@ class _Plan:
 
 def ingest(paths: Iterable[str], catalog_root: str | None = None, jobs: int | None = None,
            progress: Callable[[dict], None] | None = None, verify: bool = False,
-           wait: float = 600.0) -> IngestReport:
+           wait: float = 600.0, options: SourceOptions | None = None) -> IngestReport:
     """Ingest every archive or layout in ``paths``. Each archive is all-or-nothing: on any
     error nothing of it is recorded, and the error is kept in its ``ArchiveResult`` (the
     others still go in). All archives' new layers are read in one pool, each distinct diff_id
     once; an archive is recorded as soon as its images are ready. ``verify``: read and check
     every blob, even of layers the cache holds. ``wait``: seconds to wait for another writer.
-    ``progress`` receives event dicts (for a progress bar)."""
+    ``progress`` receives event dicts (for a progress bar). ``options`` says how to open
+    sources (registry settings; ``--all-tags`` expands a reference into one archive per tag)."""
     from .catalog.layout import Layout
 
     t0 = time.monotonic()
@@ -294,11 +298,17 @@ def ingest(paths: Iterable[str], catalog_root: str | None = None, jobs: int | No
     executor: cf.Executor | None = None
     try:
         # every archive is opened (and a compressed one decompressed) once, here
-        for path in paths:
+        paths = list(paths)
+        opts = options or SourceOptions()
+        if any(is_stream(p) for p in paths):  # members the cache holds are not spooled
+            opts = replace(opts, cached_blobs=lambda: _cached_blobs(root))
+        for path, err in expand(paths, opts):
             res = ArchiveResult(path)
             results.append(res)
             try:
-                plans.append(_open_plan(res, run_tmp))
+                if err is not None:
+                    raise err
+                plans.append(_open_plan(res, run_tmp, opts))
             except LayerdbError as e:
                 res.error = e
                 emit({"event": "error", "path": path, "error": str(e)})
@@ -341,11 +351,11 @@ def _all_known(plans: list[_Plan], layout: Any) -> bool:
     return True
 
 
-def _open_plan(res: ArchiveResult, run_tmp: str) -> _Plan:
+def _open_plan(res: ArchiveResult, run_tmp: str, options: SourceOptions | None = None) -> _Plan:
     path = res.path
     staging = tempfile.mkdtemp(dir=run_tmp)
     try:
-        src = open_source(path, staging)
+        src = open_source(path, staging, options)
     except OSError as e:
         raise SourceError(f"{path}: {e.strerror or e}") from e
     try:
@@ -545,7 +555,7 @@ class _Run:
                 size = l.size if l.size >= 0 else verified.compressed_size
                 blobs[str(digest)] = BlobRecord(digest, l.diff_id, l.media_type, size)
         new = [self.staged[d] for d in plan.waits if d in self.staged]
-        archive = StagedArchive(os.path.abspath(plan.res.path), staged, list(blobs.values()), sizes)
+        archive = StagedArchive(recorded_source(plan.res.path, images), staged, list(blobs.values()), sizes)
         try:
             self.w.record(archive, new)
         except LayerdbError as e:

@@ -1,4 +1,4 @@
-"""Plain values that describe an image. Frozen, no I/O (except ``FileSegment.open``).
+"""Plain values that describe an image. Frozen, no I/O (except opening a ``Blob``).
 
 Digests: ``LayerRef.digest`` is the digest of the blob *as stored* (maybe compressed);
 ``LayerRef.diff_id`` is the digest of the *uncompressed* tar (``rootfs.diff_ids`` in the
@@ -11,7 +11,7 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 from .digest import Digest
 
@@ -84,12 +84,29 @@ class Platform:
                     (want.variant, self.variant)))
 
 
+@runtime_checkable
+class Blob(Protocol):
+    """Where a blob's raw (maybe compressed) bytes can be read from.
+
+    ``open()`` returns a new binary stream positioned at byte 0 of the blob (``read(n)``,
+    ``close()``); ``size()`` is the blob's length in bytes as its source states it, -1 when
+    unknown. A blob must pickle: worker processes receive it and open it themselves. Nothing
+    here is verified: whoever reads the bytes hashes them against the digest that names them.
+    ``FileSegment`` (a byte range of a local file, read with ``pread``) and
+    ``sources.registry.RegistryBlob`` (an HTTP stream, resumed with ``Range``) implement it.
+    """
+
+    def open(self) -> BinaryIO: ...
+
+    def size(self) -> int: ...
+
+
 @dataclass(frozen=True)
 class FileSegment:
     """Where a blob's bytes are: ``length`` bytes of file ``path`` from ``offset``.
 
     Picklable, so worker processes can open a blob without re-reading the archive index.
-    ``length`` is -1 for "to the end of the file".
+    ``length`` is -1 for "to the end of the file". The local fast path of ``Blob``.
     """
 
     path: str
@@ -161,14 +178,15 @@ class LayerRef:
     ``digest``: blob digest as stored in the source, or None when the source does not say
     (docker save's legacy ``<id>/layer.tar``: then it is computed while reading).
     ``size``: blob size in bytes as stored, -1 if unknown. ``media_type``: from the manifest,
-    or ``application/x-tar`` when the source has none. ``blob``: where the bytes are.
+    or ``application/x-tar`` when the source has none. ``blob``: where the bytes are (a
+    ``Blob``: a local file segment or a registry stream).
     """
 
     diff_id: Digest
     digest: Digest | None
     media_type: str
     size: int
-    blob: FileSegment
+    blob: Blob
     annotations: tuple[tuple[str, str], ...] = ()
 
 

@@ -53,7 +53,7 @@ def settings() -> Settings:
         raise UsageError(f"LAYERDB_ZSTD_LEVEL={level!r}: not a zstd level from 1 to 19") from None
     return Settings(
         home=default_home(),
-        query_memory=_memory("LAYERDB_QUERY_MEMORY", "600MB"),
+        query_memory=_memory("LAYERDB_QUERY_MEMORY", "700MB"),
         zstd_level=zstd_level,
         debug=bool(os.environ.get("LAYERDB_DEBUG")),
     )

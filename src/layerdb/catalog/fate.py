@@ -24,7 +24,6 @@ cost is a sort of the image's members and memory a few arrays of them.
 """
 from __future__ import annotations
 
-import bisect
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -106,7 +105,21 @@ class ImageFate:
 
 
 def _read(path: str) -> pa.Table:
-    return pq.read_table(path, columns=list(MEMBER_COLUMNS))
+    # type and whiteout as dictionaries: a few bytes a member, not a string each
+    return pq.read_table(path, columns=list(MEMBER_COLUMNS), read_dictionary=["type", "whiteout"])
+
+
+def _bisect(arr: pa.Array, k: bytes, right: bool = False) -> int:
+    """bisect over a sorted binary Arrow array without making a Python list of it."""
+    lo, hi = 0, len(arr)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        v = arr[mid].as_py()
+        if v < k or (right and v == k):
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
 
 
 def compute(layers: Sequence[tuple[int, str, str]]) -> ImageFate:
@@ -122,13 +135,14 @@ def compute(layers: Sequence[tuple[int, str, str]]) -> ImageFate:
     keys_l = [identity(t.column("path"), t.column("raw_path")) for t in tables]
     keys = pa.chunked_array([k for ka in keys_l for k in (ka.chunks if isinstance(ka, pa.ChunkedArray) else [ka])],
                             type=pa.binary()).combine_chunks() if n else pa.array([], pa.binary())
+    del keys_l
+    # the paths live on in ``keys``; what is left of the tables is small
+    tables = [t.drop_columns(["path", "raw_path"]) for t in tables]
     wh = np.concatenate([_code(t.column("whiteout"), {"whiteout": 1, "opaque": 2}) for t in tables]) \
         if n else np.zeros(0, dtype=np.int8)
-    typ = pa.chunked_array([c for t in tables for c in t.column("type").chunks], type=pa.string()) \
-        if n else pa.chunked_array([], pa.string())
-    is_dir = np.asarray(pc.equal(typ, "dir").to_numpy(zero_copy_only=False), dtype=bool) \
+    is_dir = np.concatenate([_code(t.column("type"), {"dir": 1}) for t in tables]).astype(bool) \
         if n else np.zeros(0, dtype=bool)
-    is_link = np.asarray(pc.equal(typ, "hardlink").to_numpy(zero_copy_only=False), dtype=bool) \
+    is_link = np.concatenate([_code(t.column("type"), {"hardlink": 1}) for t in tables]).astype(bool) \
         if n else np.zeros(0, dtype=bool)
 
     # the key a member sets: a whiteout marker sets (deletes) the path it hides
@@ -146,15 +160,16 @@ def compute(layers: Sequence[tuple[int, str, str]]) -> ImageFate:
             deletions.append((parent, int(pos[g]), _K_OPAQUE))
     gkeys = keys
     if gkeys_py:
-        lst = keys.to_pylist()
-        for g, k in gkeys_py.items():
-            lst[g] = k
-        gkeys = pa.array(lst, type=pa.binary())
+        where = np.arange(n, dtype=np.int64)
+        gs = list(gkeys_py)
+        where[gs] = n + np.arange(len(gs))
+        gkeys = pa.concat_arrays([keys, pa.array([gkeys_py[g] for g in gs], pa.binary())]).take(
+            pa.array(where))
 
     hidden_by = np.full(n, _NEVER, dtype=np.int32)
     kind = np.zeros(n, dtype=np.int8)
     visible = np.zeros(n, dtype=bool)
-    sorted_keys: list[bytes] | None = None
+    sk: pa.Array | None = None
     order = np.zeros(0, dtype=np.int64)
     if n:
         sort_tbl = pa.table({"k": gkeys, "p": pa.array(pos), "i": pa.array(idx)})
@@ -191,7 +206,7 @@ def compute(layers: Sequence[tuple[int, str, str]]) -> ImageFate:
                     for g in cand[np.asarray(hit.to_numpy(zero_copy_only=False), dtype=bool)].tolist():
                         deletions.append((keys[g].as_py(), int(pos[g]), _K_ANCESTOR))
             # the directories this layer puts (or implies) below everything above it
-            par = pc.unique(_parents(tables[li])).to_pylist()
+            par = pc.unique(_parent_array(keys.slice(lo, hi - lo))).to_pylist()
             for d in par:
                 if not d:
                     continue
@@ -200,13 +215,12 @@ def compute(layers: Sequence[tuple[int, str, str]]) -> ImageFate:
             parents_below.discard(b"")
         # deletions hide what lies strictly below their prefix in lower layers
         if deletions:
-            sorted_keys = sk.to_pylist()
             for prefix, p, k in deletions:
                 a, b = _under(prefix)
-                lo = bisect.bisect_left(sorted_keys, a)
-                hi = bisect.bisect_left(sorted_keys, b)
+                lo = _bisect(sk, a)
+                hi = _bisect(sk, b)
                 if prefix == b"/":
-                    lo = bisect.bisect_right(sorted_keys, b"/")
+                    lo = _bisect(sk, b"/", right=True)
                 if hi <= lo:
                     continue
                 gs = order[lo:hi]
@@ -234,37 +248,32 @@ def compute(layers: Sequence[tuple[int, str, str]]) -> ImageFate:
 
     if n:
         _links(fate, tables, layers, keys, pos, idx, visible, is_link, order, gkeys, starts,
-               sorted_keys)
+               sk)
         _implied(fate, keys, pos, visible, is_dir)
     return fate
 
 
 def _code(col: pa.ChunkedArray, codes: dict[str, int]) -> np.ndarray:
     out = np.zeros(len(col), dtype=np.int8)
-    vals = col.to_numpy(zero_copy_only=False)
+    if isinstance(col, pa.ChunkedArray) and pa.types.is_dictionary(col.type):
+        col = col.cast(pa.string()) if col.num_chunks == 0 else col
     for text, c in codes.items():
-        out[vals == text] = c
+        hit = pc.fill_null(pc.equal(col, text), False).to_numpy(zero_copy_only=False)
+        out[np.asarray(hit, dtype=bool)] = c
     return out
-
-
-def _parents(t: pa.Table) -> pa.Array:
-    """The identity of each member's parent directory."""
-    keys = identity(t.column("path"), t.column("raw_path"))
-    keys = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
-    return pc.unique(_parent_array(keys))
 
 
 def _links(fate: ImageFate, tables: list[pa.Table], layers: Sequence[tuple[int, str, str]],
            keys: pa.Array, pos: np.ndarray, idx: np.ndarray, visible: np.ndarray,
            is_link: np.ndarray, order: np.ndarray, gkeys: pa.Array, starts: np.ndarray,
-           sorted_keys: list[bytes] | None) -> None:
+           sk: pa.Array | None) -> None:
     """Each visible hardlink's bytes: the newest regular file at its target, at or below the
     link (earlier in the same layer), as a runtime unpacking the layers in order links it."""
     vis_links = np.flatnonzero(visible & is_link)
     if not len(vis_links):
         return
-    if sorted_keys is None:
-        sorted_keys = gkeys.take(pa.array(order)).to_pylist()
+    if sk is None:
+        sk = gkeys.take(pa.array(order))
     layer_of = np.searchsorted(starts, np.arange(len(pos)), side="right") - 1
     extra: dict[int, pa.Table] = {}
 
@@ -280,8 +289,8 @@ def _links(fate: ImageFate, tables: list[pa.Table], layers: Sequence[tuple[int, 
         if not link:
             continue
         target = link.encode("utf-8", "surrogateescape")
-        lo = bisect.bisect_left(sorted_keys, target)
-        hi = bisect.bisect_right(sorted_keys, target)
+        lo = _bisect(sk, target)
+        hi = _bisect(sk, target, right=True)
         best = None
         for j in range(lo, hi):
             t = int(order[j])
@@ -316,9 +325,11 @@ def _implied(fate: ImageFate, keys: pa.Array, pos: np.ndarray, visible: np.ndarr
     par = pa.table({"k": _parent_array(vkeys), "p": pa.array(pos[vis])})
     grouped = par.group_by("k").aggregate([("p", "min")])
     gk = grouped.column("k")
-    present = np.asarray(pc.is_in(gk, value_set=vkeys).to_numpy(zero_copy_only=False), dtype=bool)
-    missing = {k: p for k, p, here in zip(gk.to_pylist(), grouped.column("p_min").to_pylist(), present)
-               if not here and k}
+    # which parents are visible entries: hash the few parents, scan the many keys
+    hit = pc.is_in(vkeys, value_set=gk)
+    present = set(pc.unique(vkeys.filter(hit)).to_pylist())
+    missing = {k: p for k, p in zip(gk.to_pylist(), grouped.column("p_min").to_pylist())
+               if k and k not in present}
     if not missing:
         return
     # their ancestors may be missing too: one membership test for all of them
@@ -327,9 +338,9 @@ def _implied(fate: ImageFate, keys: pa.Array, pos: np.ndarray, visible: np.ndarr
         for a in (k, *_ancestors(k)):
             if a and a != b"/":
                 cand[a] = min(p, cand.get(a, p))
-    ck = list(cand)
-    here = pc.is_in(pa.array(ck, pa.binary()), value_set=vkeys).to_pylist()
-    fate.implied = {k: cand[k] for k, h in zip(ck, here) if not h}
+    ck = pa.array(list(cand), pa.binary())
+    seen = set(pc.unique(vkeys.filter(pc.is_in(vkeys, value_set=ck))).to_pylist())
+    fate.implied = {k: p for k, p in cand.items() if k not in seen}
 
 
 def _parent_array(keys: pa.Array) -> pa.Array:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from ..errors import SourceError
-from ..model import MAX_JSON_BYTES, FileSegment  # JSON documents past it are refused unread
+from ..model import MAX_JSON_BYTES, Blob, FileSegment  # JSON documents past MAX_JSON_BYTES are refused unread
 
 _BLOCK = 512
 _MAX_LINK_HOPS = 16
@@ -38,7 +38,7 @@ class Files(Protocol):
 
     display: str
 
-    def segment(self, name: str) -> FileSegment | None:
+    def segment(self, name: str) -> Blob | None:
         """Where the bytes of regular file ``name`` are (links followed), or None if absent."""
         ...
 
@@ -190,7 +190,7 @@ class TarFiles:
                 return m
         return None
 
-    def segment(self, name: str) -> FileSegment | None:
+    def segment(self, name: str) -> Blob | None:
         m = self._resolve(name)
         if m is None or m.kind == "dir" or m.kind == "other":
             return None

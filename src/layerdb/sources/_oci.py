@@ -48,7 +48,7 @@ def walk_layout(files: Files, source: str) -> list[Image]:
     expect(isinstance(doc, dict), where, "not a JSON object")
     entries = doc.get("manifests")
     expect(isinstance(entries, list), where, "has no manifests list")
-    walker = _Walker(files, source)
+    walker = Walker(files, source)
     for i, entry in enumerate(entries):
         desc = parse_descriptor(entry, f"{where}: manifests[{i}]")
         walker.visit(desc, refs_from_annotations(desc.annotations), None, 0, top=True)
@@ -58,13 +58,28 @@ def walk_layout(files: Files, source: str) -> list[Image]:
     return list(walker.found)
 
 
-class _Walker:
-    def __init__(self, files: Files, source: str) -> None:
-        self.files = files
-        self.display = files.display
+class Walker:
+    """Walks manifests and indexes from a descriptor down to images. The hooks ``fetch``
+    (a JSON blob's verified bytes), ``present``, ``wanted`` (an index child to follow) and
+    ``layer`` read from ``files``; the registry source overrides them."""
+
+    def __init__(self, files: Files | None, source: str, display: str | None = None) -> None:
+        self.files: Files = files  # type: ignore[assignment]
+        self.display = display if display is not None else files.display  # type: ignore[union-attr]
         self.source = source
         self.found = Collector()
         self.skipped: list[str] = []
+
+    def present(self, desc: Descriptor) -> bool:
+        """Whether the blob an index child names is there to read."""
+        return self.files.has(blob_name(desc.digest))
+
+    def wanted(self, desc: Descriptor) -> bool:
+        """Whether to follow this (non-attestation) index child."""
+        return True
+
+    def fetch(self, desc: Descriptor, what: str) -> bytes:
+        return self._blob(desc, what)
 
     def _blob(self, desc: Descriptor, what: str) -> bytes:
         """A JSON blob's bytes, digest-checked (``what``: manifest, index, config)."""
@@ -84,10 +99,10 @@ class _Walker:
         if kind == "other":
             self.skipped.append(f"{desc.media_type} {desc.digest}")
             return 0
-        if not top and not self.files.has(blob_name(desc.digest)):
+        if not top and not self.present(desc):
             self.skipped.append(f"missing {desc.digest}")
             return 0
-        raw = self._blob(desc, "index" if kind == "index" else "manifest")
+        raw = self.fetch(desc, "index" if kind == "index" else "manifest")
         where = f"{self.display}: {'index' if kind == 'index' else 'manifest'} {desc.digest}"
         doc = parse_json(raw, where)
         expect(isinstance(doc, dict), where, "not a JSON object")
@@ -113,7 +128,7 @@ class _Walker:
         count, skipped_before = 0, len(self.skipped)
         for i, child in enumerate(children):
             cdesc = parse_descriptor(child, f"{where}: manifests[{i}]")
-            if is_attestation(cdesc):
+            if is_attestation(cdesc) or not self.wanted(cdesc):
                 continue
             count += self.visit(cdesc, refs + refs_from_annotations(cdesc.annotations),
                                 index_digest, depth + 1, top=False)
@@ -136,9 +151,9 @@ class _Walker:
         if not isinstance(layer_docs, list):
             raise SourceError(f"{where}: has no layers list")
         ldescs = [parse_descriptor(d, f"{where}: layers[{i}]") for i, d in enumerate(layer_docs)]
-        craw = self._blob(cdesc, "config")
+        craw = self.fetch(cdesc, "config")
         config = load_config(craw, f"{self.display}: config {cdesc.digest}", len(ldescs))
-        layers = tuple(self._layer(ld, i, len(ldescs), config.diff_ids[i], where)
+        layers = tuple(self.layer(ld, i, len(ldescs), config.diff_ids[i], where)
                        for i, ld in enumerate(ldescs))
         platform = desc.platform if desc.platform and desc.platform.os else config.platform
         return Image(
@@ -154,7 +169,7 @@ class _Walker:
             index_digest=index_digest,
         )
 
-    def _layer(self, ld: Descriptor, i: int, n: int, diff_id: Digest, where: str) -> LayerRef:
+    def layer(self, ld: Descriptor, i: int, n: int, diff_id: Digest, where: str) -> LayerRef:
         check_layer_type(ld.media_type, f"{where}: layer {i + 1} of {n}")
         seg = self.files.segment(blob_name(ld.digest))
         if seg is None:

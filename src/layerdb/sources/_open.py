@@ -1,5 +1,10 @@
 """Tell what a path holds and open the matching source.
 
+``docker://`` is a registry (``registry.py``); ``docker-archive:``, ``oci:`` and
+``oci-archive:`` name local forms explicitly (``:TAG`` after an OCI path keeps the images whose
+``org.opencontainers.image.ref.name`` is TAG, as skopeo does); ``-``, a FIFO (``<(...)``,
+``/dev/stdin`` on a pipe) or a character device is a stream, read once (``_stream.py``).
+
 A directory is an OCI layout (``index.json``) or an unpacked ``docker save``
 (``manifest.json``). A file is a tar archive, perhaps gzip- or zstd-compressed as a whole:
 compression is told from its magic bytes (never its suffix) and it is decompressed once,
@@ -12,39 +17,138 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 from .. import compression
 from ..errors import LimitExceeded, NoSpace, SourceError, is_disk_full
+from ..model import Image
+from . import SourceOptions
 from ._files import DirFiles, Files, TarFiles
 from .docker_archive import DockerArchiveSource
 from .oci_layout import OciLayoutSource
 
 _CHUNK = 1 << 20
 
-Source = DockerArchiveSource | OciLayoutSource
+Source = Any  # DockerArchiveSource | OciLayoutSource | RegistrySource | _Tagged
+_PREFIXES = ("docker-archive:", "oci-archive:", "oci:")
 
 
-def open_source(path: str, tmpdir: str) -> Source:
+def stream_kind(path: str) -> str | None:
+    """"stdin" for ``-``, "stream" for a FIFO, socket or character device, else None."""
+    if path == "-":
+        return "stdin"
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode) or stat.S_ISCHR(st.st_mode):
+        return "stream"
+    return None
+
+
+def open_source(path: str, tmpdir: str, options: SourceOptions | None = None) -> Source:
     """Open ``path`` (see ``layerdb.sources.open_source``). Raises ``SourceError``."""
+    opts = options or SourceOptions()
+    if path.startswith("docker://"):
+        from .registry import RegistrySource
+
+        return RegistrySource(path, opts)
+    for prefix in _PREFIXES:
+        if path.startswith(prefix):
+            return _open_prefixed(path, prefix, tmpdir, opts)
+    return _open_path(path, tmpdir, opts)
+
+
+def _open_path(path: str, tmpdir: str, opts: SourceOptions, display: str | None = None) -> Source:
+    display = display or path
+    kind = stream_kind(path)
+    if kind is not None:
+        return _open_stream(path, display, kind, tmpdir, opts)
     try:
         st = os.stat(path)
     except OSError as e:
-        raise SourceError(f"{path}: cannot open: {(e.strerror or str(e)).lower()}") from e
+        raise SourceError(f"{display}: cannot open: {(e.strerror or str(e)).lower()}") from e
     if stat.S_ISDIR(st.st_mode):
-        return _dispatch(path, DirFiles(path, path), None)
+        return _dispatch(display, DirFiles(path, display), None)
     if not stat.S_ISREG(st.st_mode):
-        raise SourceError(f"{path}: not an image archive or layout (not a regular file)")
+        raise SourceError(f"{display}: not an image archive or layout (not a regular file)")
     with open(path, "rb") as f:
         kind = compression.detect(f.read(4))
     temp = None if kind == compression.NONE else decompress_to_temp(path, kind, tmpdir)
     try:
-        return _dispatch(path, TarFiles(temp or path, path), temp)
+        return _dispatch(display, TarFiles(temp or path, display), temp)
     except BaseException:
         if temp is not None:
             os.unlink(temp)
         raise
+
+
+def _open_stream(path: str, display: str, kind: str, tmpdir: str, opts: SourceOptions) -> Source:
+    """Read a stream once: members spooled under ``tmpdir`` except cached layers."""
+    from ._stream import StreamFiles
+
+    cached = opts.cached_blobs() if opts.cached_blobs is not None else frozenset()
+    try:
+        if kind == "stdin":
+            if sys.stdin is None or sys.stdin.isatty():
+                raise SourceError("-: standard input is a terminal; pipe an archive in "
+                                  "(docker save IMAGE | layerdb ingest -)")
+            f = open(sys.stdin.fileno(), "rb", buffering=0, closefd=False)  # noqa: SIM115
+        else:
+            f = open(path, "rb", buffering=0)  # noqa: SIM115
+    except OSError as e:
+        raise SourceError(f"{display}: cannot open: {(e.strerror or str(e)).lower()}") from e
+    with f:
+        if os.isatty(f.fileno()):
+            raise SourceError(f"{display}: is a terminal; pipe an archive in")
+        files = StreamFiles(f, display, tmpdir, cached)  # type: ignore[arg-type]
+    try:
+        return _dispatch(display, files, files.archive)
+    except BaseException:
+        os.unlink(files.archive)
+        raise
+
+
+def _open_prefixed(path: str, prefix: str, tmpdir: str, opts: SourceOptions) -> Source:
+    rest = path[len(prefix):]
+    tag = ""
+    if prefix != "docker-archive:" and ":" in rest:
+        rest, _, tag = rest.partition(":")
+    if not rest:
+        raise SourceError(f"{path}: no path after {prefix}")
+    src = _open_path(rest, tmpdir, opts, display=path)
+    want = {"docker-archive:": DockerArchiveSource, "oci-archive:": OciLayoutSource,
+            "oci:": OciLayoutSource}[prefix]
+    is_dir = os.path.isdir(rest)
+    if not isinstance(src, want) or (prefix == "oci:") != is_dir:
+        src.close()
+        what = {"docker-archive:": "a docker archive", "oci-archive:": "an oci-archive",
+                "oci:": "an OCI layout directory"}[prefix]
+        raise SourceError(f"{path}: not {what}")
+    return _Tagged(src, tag) if tag else src
+
+
+class _Tagged:
+    """The images of ``src`` whose refs include ``tag`` exactly (skopeo's ``oci:DIR:TAG``)."""
+
+    def __init__(self, src: Any, tag: str) -> None:
+        self.src = src
+        self.tag = tag
+        self.path = src.path
+
+    def images(self) -> Iterator[Image]:
+        found = [i for i in self.src.images() if self.tag in i.refs]
+        if not found:
+            have = sorted({r for i in self.src.images() for r in i.refs})
+            raise SourceError(f"{self.path}: no image tagged {self.tag!r}"
+                              + (f" (tags: {', '.join(have[:10])})" if have else " (no tags)"))
+        yield from found
+
+    def close(self) -> None:
+        self.src.close()
 
 
 def _dispatch(path: str, files: Files, temp: str | None) -> Source:

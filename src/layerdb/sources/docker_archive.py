@@ -26,7 +26,7 @@ from typing import Any
 from .. import compression
 from ..digest import Digest
 from ..errors import BlobNotFound
-from ..model import OCI_CONFIG, OCI_MANIFEST, FileSegment, Image, LayerRef
+from ..model import OCI_CONFIG, OCI_MANIFEST, Blob, Image, LayerRef
 from ._files import SourceBase, read_small
 from ._images import Collector, check_digest, expect, load_config, load_json
 from ._oci import walk_layout
@@ -153,7 +153,11 @@ def _entry(doc: Any, where: str) -> Entry:
     return Entry(config, tuple(layers), tuple(dict.fromkeys(tags)))
 
 
-def _sniff(seg: FileSegment) -> str:
-    """The compression of a blob, from its first bytes."""
+def _sniff(seg: Blob) -> str:
+    """The compression of a blob, from its first bytes (a blob not kept from a stream
+    remembers them)."""
+    head = getattr(seg, "head", None)
+    if isinstance(head, bytes):
+        return compression.detect(head)
     with seg.open() as f:
         return compression.detect(f.read(4))
