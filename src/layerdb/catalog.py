@@ -244,6 +244,10 @@ class Catalog:
         con.execute(
             "create or replace temp view fs as select i.name as image, f.* "
             f"from ({src}) f join images i on i.id = f.image_id")
+        # packages (src/layerdb/packages): the package_records and packages views, version_lt() ...
+        from .packages import catalog_sql, committed_files
+
+        catalog_sql.define(con, committed_files(self.root, layer_ids))
 
     # queries -------------------------------------------------------------------------
     def query(self, sql: str, params: dict[str, Any] | None = None) -> tuple[list[str], list[tuple]]:

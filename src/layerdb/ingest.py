@@ -57,6 +57,7 @@ class LayerResult:
     compression: str
     store_tmp: str
     parquet_tmp: str
+    packages_tmp: str | None = None  # the layer's package rows (packages.scan_layer), if any
 
 
 class _Tee:
@@ -101,6 +102,7 @@ def read_layer(job: LayerJob) -> LayerResult:
     """Read one layer blob: verify, store (staged) and index it. Runs in a worker process."""
     import pyarrow.parquet as pq
 
+    from .packages.scan import scan_layer
     from .tarindex import SCHEMA, LayerStats, index_layer
 
     writer = LayerWriter(job.staging)
@@ -125,6 +127,7 @@ def read_layer(job: LayerJob) -> LayerResult:
         if job.digest is not None:
             hashed.verify(job.digest)
         writer.finish(job.diff_id)
+        packages_tmp = scan_layer(parquet_tmp, writer.tmp_path, job.diff_id, job.staging)
     except LayerdbError as e:
         writer.abort()
         _unlink(parquet_tmp)
@@ -140,7 +143,7 @@ def read_layer(job: LayerJob) -> LayerResult:
         diff_id=job.diff_id, digest=hashed.digest(), compressed_size=hashed.bytes_read,
         size=writer.size, stored_size=writer.stored_size, member_count=stats.members,
         file_bytes=stats.file_bytes, compression=kind, store_tmp=writer.tmp_path,
-        parquet_tmp=parquet_tmp)
+        parquet_tmp=parquet_tmp, packages_tmp=packages_tmp)
 
 
 def kind_name(job: LayerJob) -> str:
@@ -440,12 +443,14 @@ def _commit(path: str, cat: Catalog, store: BlobStore, images: list[Image],
     """Record one archive: ``done`` has every layer read for it, ``new`` those not yet
     moved into place by an earlier archive of the same run."""
     from .catalog import BlobRecord, LayerRecord
+    from .packages import adopt as adopt_packages
 
     images = [_with_blob_digests(i, done) for i in images]
     # 1. put the verified files in place (still invisible: no catalog row names them)
     for d, r in new.items():
         store.adopt(r.store_tmp, r.diff_id)
         os.replace(r.parquet_tmp, cat.files_path(d))
+        adopt_packages(r.packages_tmp, cat.root, d)
     # 2. the merged view of every new image
     fs_tmp: dict[str, str] = {}
     for img in images:
