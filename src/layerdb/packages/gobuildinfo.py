@@ -159,8 +159,11 @@ def parse(blob: Blob) -> list[Package]:
             main = (f[1], f[2])
         elif f[0] == "dep" and len(f) >= 3:
             deps.append([f[1], f[2]])
-        elif f[0] == "=>" and len(f) >= 3 and deps:
-            deps[-1] = [f[1], f[2]]
+        elif f[0] == "=>" and len(f) >= 2 and deps:
+            # a replacement by another module wins; by a local directory, the module keeps
+            # its path and is built from source: "(devel)", as for a main module
+            local = f[1].startswith((".", "/")) or len(f) < 3 or not f[2]
+            deps[-1] = [deps[-1][0], "(devel)"] if local else [f[1], f[2]]
     out = [Package("go", "stdlib", go_version, blob.path, main[0] if main else None, None,
                    purl("golang", None, "stdlib", go_version))]
     if main:
