@@ -107,8 +107,8 @@ def test_rpm_order_matches_rpm_vercmp() -> None:
     pairs = [(a, _mutate(rng, a, "0123456789.a~^")) for a in vs] + [
         ("1.0~rc1", "1.0"), ("1.0^git1", "1.0"), ("1.0^git1", "1.0.1"), ("1.0", "1_0"),
         ("1.0a", "1.0"), ("1.01", "1.1"), ("2.0", "10")]
-    lua = "for _, p in ipairs(%s) do print(rpm.vercmp(p[1], p[2]) .. \" \") end" % (
-        "{" + ",".join("{%s,%s}" % (json.dumps(a), json.dumps(b)) for a, b in pairs) + "}")
+    table = "{" + ",".join("{" + json.dumps(a) + "," + json.dumps(b) + "}" for a, b in pairs) + "}"
+    lua = f"for _, p in ipairs({table}) do print(rpm.vercmp(p[1], p[2]) .. \" \") end"
     out = subprocess.run(["rpm", "--eval", "%{lua:" + lua + "}"], capture_output=True, text=True,
                          check=True).stdout.split()
     assert len(out) == len(pairs)

@@ -55,7 +55,7 @@ class _Elf:
                 self.loads.append((vaddr, off, filesz, flags))
 
     def data_segment(self) -> tuple[int, int] | None:
-        for vaddr, off, filesz, flags in self.loads:
+        for _vaddr, off, filesz, flags in self.loads:
             if flags & (_PF_X | _PF_W) == _PF_W:
                 return off, filesz
         return None

@@ -39,23 +39,28 @@ class Package:
 def lines(chunks: Iterator[bytes], max_line: int = MAX_LINE) -> Iterator[bytes]:
     """Lines (without the newline) of a byte stream; a line longer than ``max_line`` is
     dropped whole, so memory stays bounded whatever the input."""
-    buf = b""
+    tail = b""
     skipping = False
     for chunk in chunks:
-        buf += chunk
-        while True:
-            nl = buf.find(b"\n")
-            if nl < 0:
-                break
-            line, buf = buf[:nl], buf[nl + 1:]
-            if skipping:
-                skipping = False
-                continue
-            yield line.rstrip(b"\r")
-        if len(buf) > max_line:
-            buf, skipping = b"", True
-    if buf and not skipping:
-        yield buf.rstrip(b"\r")
+        parts = chunk.split(b"\n")
+        if len(parts) == 1:  # no newline in this chunk
+            if not skipping:
+                tail += chunk
+                if len(tail) > max_line:
+                    tail, skipping = b"", True
+            continue
+        first = tail + parts[0]
+        if not skipping and len(first) <= max_line:
+            yield first.rstrip(b"\r")
+        skipping = False
+        for line in parts[1:-1]:
+            if len(line) <= max_line:
+                yield line.rstrip(b"\r")
+        tail = parts[-1]
+        if len(tail) > max_line:
+            tail, skipping = b"", True
+    if tail and not skipping:
+        yield tail.rstrip(b"\r")
 
 
 def text(b: bytes) -> str:
