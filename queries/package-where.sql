@@ -9,11 +9,14 @@
 -- @param image null
 -- @param below null
 -- @param ecosystem null
-select image, ecosystem, name, version, source, arch, installed_position, installed_layer,
-       record_path, purl
-from packages
-where (name = :name or source = :name)
-  and (:image is null or image_id = :image)
-  and (:ecosystem is null or ecosystem = :ecosystem)
-  and (:below is null or version_lt(ecosystem, version, :below::varchar))
-order by image, ecosystem, name, version_key, record_path
+with below as (  -- :below as each ecosystem's key, computed once per ecosystem, not per row
+  select e as ecosystem, version_key(e, :below::varchar) as k
+  from (select distinct ecosystem as e from package_records) where :below is not null)
+select p.image, p.ecosystem, p.name, p.version, p.source, p.arch, p.installed_position,
+       p.installed_layer, p.record_path, p.purl
+from packages p left join below b on b.ecosystem = p.ecosystem
+where (p.name = :name or p.source = :name)
+  and (:image is null or p.image_id = :image)
+  and (:ecosystem is null or p.ecosystem = :ecosystem)
+  and (:below is null or p.version_key < b.k)
+order by p.image, p.ecosystem, p.name, p.version_key, p.record_path

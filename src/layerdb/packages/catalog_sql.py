@@ -15,6 +15,12 @@ Functions (``ecosystem`` as in the ``ecosystem`` column; see ``versions``):
 ``version_key(ecosystem, v)`` -> BLOB ordered as the ecosystem orders versions;
 ``version_cmp(ecosystem, a, b)`` -> -1/0/1; ``version_lt``, ``version_le``, ``version_gt``,
 ``version_ge``, ``version_eq`` -> BOOLEAN.
+
+Why a stored key and not only functions: a Python UDF costs ~0.1-0.2 ms a call (it parses both
+versions); over 200,000 rows ``version_lt`` took 45 s where comparing the stored
+``version_key`` with one constant key took 0.07 s, and ``max_by(version, version_key)`` 0.04 s
+against 24 s keyed per row. So the key is computed once at ingest (in the worker), the reports
+compare keys, and the functions are there for hand-written SQL after a selective filter.
 """
 from __future__ import annotations
 

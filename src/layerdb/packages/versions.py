@@ -21,6 +21,7 @@ The key is computed once at ingest and stored (``packages.version_key``), so sor
 """
 from __future__ import annotations
 
+import functools
 import re
 
 _MAX_DIGITS = 0xFFFF
@@ -36,6 +37,7 @@ def _num(digits: str) -> bytes:
 
 # dpkg -----------------------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=4096)
 def _dpkg_weight(c: str) -> bytes:
     # dpkg's order(): '~' -1, end 0, letters their code, anything else code + 256
     if c == "~":
@@ -47,26 +49,19 @@ def _dpkg_weight(c: str) -> bytes:
 
 
 _DPKG_END = b"\x00\x02"
-_DIGITS = re.compile(r"[0-9]*")
+_RUNS = re.compile(r"([^0-9]*)([0-9]*)")
 
 
 def _verrev_key(s: str) -> bytes:
     """dpkg's verrevcmp as a key: (non-digit run, digit run) pairs, then an end marker."""
-    out = bytearray()
-    i, n = 0, len(s)
-    while True:
-        while i < n and not ("0" <= s[i] <= "9"):
-            out += _dpkg_weight(s[i])
-            i += 1
-        out += _DPKG_END
-        m = _DIGITS.match(s, i)
-        j = m.end() if m else i
-        out += _num(s[i:j])
-        i = j
-        if i >= n:
-            break
-    out += _DPKG_END
-    return bytes(out)
+    out = []
+    for m in _RUNS.finditer(s):
+        nd, d = m.group(1), m.group(2)
+        if not nd and not d and m.start() > 0:
+            break  # the empty match at the end
+        out.append(b"".join(map(_dpkg_weight, nd)) + _DPKG_END + _num(d))
+    out.append(_DPKG_END)
+    return b"".join(out)
 
 
 def dpkg_key(version: str) -> bytes:
