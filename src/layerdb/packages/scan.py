@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from ..digest import Digest
+from ..errors import StoreError
 from ..store import StoredLayer
 from . import apk, dpkg, gobuildinfo, npm, osrelease, python, rpm
 from .records import Package
@@ -149,7 +150,12 @@ def read_packages(parquet_path: str, store_path: str, diff_id: Digest,
     out: list[Package] = []
     with _CachedLayer(store_path, diff_id) as layer:
         for c in sorted(cands, key=lambda c: c.offset):
-            out.extend(parsers[c.kind](_Member(layer, c.path, c.offset, c.size)))
+            if c.offset < 0 or c.offset + c.size > layer.size:
+                continue  # not contiguous bytes of the tar (a sparse member): not a record
+            try:
+                out.extend(parsers[c.kind](_Member(layer, c.path, c.offset, c.size)))
+            except StoreError:  # the bytes are not what the member says: no rows from it
+                continue
     return out
 
 
