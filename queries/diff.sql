@@ -3,6 +3,9 @@
 -- :a and :b are image ids, names or refs (layerdb diff A B resolves prefixes and platforms
 -- too). change: added (only in b), removed (only in a), changed; what: which attributes
 -- differ; detail: their values, a -> b. Directory mtimes are not compared.
+-- Then the installed packages (view packages) that differ, type package: change package
+-- added, package removed, package upgraded or package downgraded (as the ecosystem orders
+-- versions); path: the record file; what: the ecosystem; detail: name and versions a -> b.
 -- Example: layerdb report diff -p a myapp:1 -p b myapp:2   (or: layerdb diff myapp:1 myapp:2)
 with ia as (select id from images where id = :a or name = :a or list_contains(refs, :a)),
 ib as (select id from images where id = :b or name = :b or list_contains(refs, :b)),
@@ -44,4 +47,19 @@ select case when not in_a then 'added' when not in_b then 'removed' else 'change
          lambda x: x is not null), '; ') as detail
 from d
 where not in_a or not in_b or len(what) > 0
-order by path
+union all
+select * from (  -- packages (src/layerdb/packages): keyed by ecosystem, name, arch and record file
+  with pa as (select * from packages where image_id in (select id from ia)),
+  pb as (select * from packages where image_id in (select id from ib))
+  select case when pa.name is null then 'package added' when pb.name is null then 'package removed'
+              when pb.version_key > pa.version_key then 'package upgraded'
+              else 'package downgraded' end as change,
+         coalesce(pb.record_path, pa.record_path) as path, 'package' as type,
+         null::bigint as size_a, null::bigint as size_b, 0::bigint as size_delta,
+         coalesce(pb.ecosystem, pa.ecosystem) as what,
+         coalesce(pb.name, pa.name) || ' ' || case when pa.name is null then pb.version
+           when pb.name is null then pa.version else pa.version || ' -> ' || pb.version end as detail
+  from pa full join pb on pa.ecosystem = pb.ecosystem and pa.name = pb.name
+    and pa.arch is not distinct from pb.arch and pa.record_path = pb.record_path
+  where pa.name is null or pb.name is null or pa.version_key <> pb.version_key)
+order by type = 'package', path, detail

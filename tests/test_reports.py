@@ -72,13 +72,14 @@ def test_every_report_has_help_an_example_and_runs(cat: str) -> None:
     assert [r.name for r in listed] == [
         "capabilities", "dedup", "diff", "dir-sizes", "efficiency-paths", "efficiency",
         "executables", "files-duplicated", "history", "largest-files", "layers-shared",
-        "secrets", "setuid", "similar-images", "world-writable"]
+        "package-versions", "package-where", "packages", "secrets", "setuid", "similar-images", "world-writable"]
     for r in listed:
         assert r.summary and len(r.summary) <= 100 and r.summary.endswith(("." , "?)")), r.name
         assert f"Example: layerdb report {r.name}" in r.help or \
             (r.name == "diff" and "Example: layerdb report diff" in r.help), r.name
         assert "@param" not in r.help
-        params = {"a": API, "b": WORKER} if r.name == "diff" else {}
+        params = {"a": API, "b": WORKER} if r.name == "diff" else \
+            {"name": "openssl"} if r.name == "package-where" else {}
         cols, _ = reports.run_report(r.name, params, catalog_root=cat)
         assert cols, r.name
 

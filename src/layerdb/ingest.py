@@ -64,6 +64,7 @@ class LayerResult:
     store_tmp: str
     parquet_tmp: str
     index_tmp: str
+    packages_tmp: str | None = None  # the layer's package rows (packages.scan_layer), if any
 
 
 class _Tee:
@@ -109,6 +110,7 @@ def read_layer(job: LayerJob) -> LayerResult:
     import pyarrow.parquet as pq
 
     from .catalog import layerindex
+    from .packages.scan import scan_layer
     from .tarindex import SCHEMA, LayerStats, index_layer
 
     writer = LayerWriter(job.staging)
@@ -136,6 +138,7 @@ def read_layer(job: LayerJob) -> LayerResult:
             hashed.verify(job.digest)
         writer.finish(job.diff_id)
         layerindex.write(parquet_tmp, index_tmp)
+        packages_tmp = scan_layer(parquet_tmp, writer.tmp_path, job.diff_id, job.staging)
     except LayerdbError as e:
         writer.abort()
         _unlink(parquet_tmp)
@@ -155,7 +158,7 @@ def read_layer(job: LayerJob) -> LayerResult:
         diff_id=job.diff_id, digest=hashed.digest(), compressed_size=hashed.bytes_read,
         size=writer.size, stored_size=writer.stored_size, member_count=stats.members,
         file_bytes=stats.file_bytes, compression=kind, store_tmp=writer.tmp_path,
-        parquet_tmp=parquet_tmp, index_tmp=index_tmp)
+        parquet_tmp=parquet_tmp, index_tmp=index_tmp, packages_tmp=packages_tmp)
 
 
 def verify_blob(job: LayerJob) -> LayerResult:
@@ -446,7 +449,7 @@ class _Run:
 
                 s = StagedLayer(r.diff_id, r.size, r.compressed_size, r.stored_size,
                                 r.member_count, r.file_bytes, r.store_tmp, r.parquet_tmp,
-                                r.index_tmp)
+                                r.index_tmp, r.packages_tmp)
                 try:
                     self.w.place_layer(s)
                 except OSError as e:

@@ -119,9 +119,14 @@ def _value(text: str | None) -> Any:
     t = text.strip()
     for conv in (int, float):
         try:
-            return conv(t)
+            v = conv(t)
         except ValueError:
-            pass
+            continue
+        # a version such as 3.10 is not the number 3.1: keep the text when a plain decimal
+        # does not read back the same
+        if conv is float and repr(v) != t and re.fullmatch(r"[0-9]+\.[0-9]+", t):
+            return t
+        return v
     return t.strip("'\"")
 
 
@@ -482,7 +487,8 @@ def check_images(image: str | None, rules: Rules, dive: bool = False,
 @dataclass(frozen=True)
 class ImageDiff:
     """``diff`` rows between two images (a -> b) and totals per change kind:
-    ``totals[kind] = (paths, bytes)`` with bytes the summed size_delta."""
+    ``totals[kind] = (paths, bytes)`` with bytes the summed size_delta (``package added``,
+    ``package removed``, ``package upgraded``, ``package downgraded`` only when present)."""
 
     a: str
     b: str
@@ -509,7 +515,7 @@ def diff_images(a: str, b: str, catalog_root: str | None = None,
     totals: dict[str, tuple[int, int]] = {k: (0, 0) for k in ("added", "removed", "changed")}
     ci, di = cols.index("change"), cols.index("size_delta")
     for r in rows:
-        n, by = totals[r[ci]]
+        n, by = totals.get(r[ci], (0, 0))  # package changes (added, upgraded...) come last
         totals[r[ci]] = (n + 1, by + int(r[di] or 0))
     return ImageDiff(ia.name, ib.name, ia.id, ib.id, cols, rows, totals)
 

@@ -291,11 +291,16 @@ class Catalog:
                               case when type = 'hardlink' then content_sha256
                                    else sha256 end as sha256)
             from members where visible""")
+        # installed packages (layerdb.packages): package_records, packages, version_lt() ...
+        from ..packages import catalog_sql, committed_files
+
+        package_files = committed_files(self.root, layer_ids)
+        catalog_sql.define(con, package_files)
         for name, path in tables.items():
             con.execute(f'create or replace temp view "{name}" as select * from '
                         f"{_reader(path)}({sql_str(os.path.abspath(path))})")
         if self.sandbox:
-            allowed = [self.layout.db, *files, *members,
+            allowed = [self.layout.db, *files, *members, *package_files,
                        *(os.path.abspath(p) for p in tables.values())]
             con.execute(f"set allowed_paths = {_sql_list(allowed)}")
             con.execute("set enable_external_access = false")

@@ -95,7 +95,8 @@ def collect(root: str | None, dry_run: bool = False, wait: float = 600.0) -> Col
         doomed: list[str] = []
         for d, keep, suffixes in ((lay.files_dir, keep_layers, (".parquet", ".idx")),
                                   (os.path.join(lay.blobs_dir, "sha256"), keep_layers, (".zst",)),
-                                  (lay.members_dir, keep_images, (".parquet", ".fate"))):
+                                  (lay.members_dir, keep_images, (".parquet", ".fate")),
+                                  (os.path.join(lay.root, "packages"), keep_layers, (".parquet",))):
             with contextlib.suppress(FileNotFoundError):
                 for name in os.listdir(d):
                     stem = name.split(".", 1)[0]

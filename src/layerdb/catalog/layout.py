@@ -75,6 +75,10 @@ class Layout:
         """An image's fate in the compact form lookups read (``members.write_fate``)."""
         return os.path.join(self.members_dir, _hex(image_id) + ".fate")
 
+    def packages(self, diff_id: object) -> str:
+        """A layer's installed-package records (``layerdb.packages``), if it has any."""
+        return os.path.join(self.root, "packages", _hex(diff_id) + ".parquet")
+
     def blob(self, diff_id: object) -> str:
         return os.path.join(self.blobs_dir, "sha256", _hex(diff_id) + ".zst")
 

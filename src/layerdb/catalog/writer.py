@@ -46,6 +46,7 @@ class StagedLayer:
     store_tmp: str
     files_tmp: str
     index_tmp: str
+    packages_tmp: str | None = None  # the layer's package records, when it has any
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,9 @@ class Writer:
         self.store.adopt(s.store_tmp, s.diff_id)
         os.replace(s.files_tmp, self.layout.files(d))
         os.replace(s.index_tmp, self.layout.layer_index(d))
+        if s.packages_tmp:
+            os.makedirs(os.path.dirname(self.layout.packages(d)), exist_ok=True)
+            os.replace(s.packages_tmp, self.layout.packages(d))
         self.placed.add(d)
 
     def record(self, archive: StagedArchive, layers: Sequence[StagedLayer]) -> None:
@@ -245,7 +249,7 @@ class Writer:
                 [sorted(stray)]).fetchall()}
         for d in stray - known:
             for p in (self.layout.files(d), self.layout.layer_index(d),
-                      self.store.path(Digest(d))):
+                      self.layout.packages(d), self.store.path(Digest(d))):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(p)
 
