@@ -175,6 +175,64 @@ print(r.member_count, r.parquet_tmp)
 """
 
 
+def _load_old(path: str):  # noqa: ANN202
+    """Another tarindex.py, loaded as a module of the layerdb package on the path."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("layerdb._tarindex_other", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    mod.__package__ = "layerdb"
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def index_to_parquet(mod, tar: Path, out: Path) -> None:  # noqa: ANN001
+    import pyarrow.parquet as pq
+
+    with open(tar, "rb") as f, pq.ParquetWriter(out, mod.SCHEMA, compression="zstd") as w:
+        for b in mod.index_layer(f, "sha256:" + "0" * 64):
+            w.write_batch(b)
+
+
+def compare_parquet(old: Path, new: Path) -> list[str]:
+    """The differences between two files Parquet (the new one may add columns)."""
+    import pyarrow.parquet as pq
+
+    a, b = pq.read_table(old), pq.read_table(new)
+    if a.num_rows != b.num_rows:
+        return [f"rows: {a.num_rows} vs {b.num_rows}"]
+    out = []
+    for name in a.column_names:
+        ca, cb = a.column(name), b.column(name).cast(a.schema.field(name).type)
+        if not ca.equals(cb):
+            import pyarrow.compute as pc
+
+            ne = pc.invert(pc.fill_null(pc.equal(ca, cb), False)) if name != "xattrs" else None
+            first = pc.index(ne, True).as_py() if ne is not None else "?"
+            out.append(f"column {name}: first differing row {first}")
+    return out
+
+
+def same_rows(old_py: str, src: str, tars: list[Path]) -> int:
+    """Index each tar with ``old_py`` and with the tree's tarindex; 1 if any rows differ."""
+    sys.path.insert(0, src)
+    import layerdb.tarindex as new
+
+    old = _load_old(old_py)
+    bad = 0
+    with tempfile.TemporaryDirectory() as d:
+        for tar in tars:
+            a, b = Path(d) / "old.parquet", Path(d) / "new.parquet"
+            index_to_parquet(old, tar, a)
+            index_to_parquet(new, tar, b)
+            diffs = compare_parquet(a, b)
+            print(f"{tar}: {'same rows' if not diffs else '; '.join(diffs)}")
+            bad |= bool(diffs)
+    return bad
+
+
 def measure(cmd, runs: int, env=None) -> tuple[float, int]:  # noqa: ANN001
     best = None
     for _ in range(runs):
@@ -247,12 +305,13 @@ def main() -> None:
     ap.add_argument("--same-rows", metavar="OLD_TARINDEX_PY",
                     help="compare this tarindex module's rows with the tree's on the layer, then exit")
     ap.add_argument("--build-only", action="store_true")
+    ap.add_argument("tars", nargs="*", type=Path, help="with --same-rows: more tars to compare on")
     a = ap.parse_args()
     meta = corpus(a.out, a.files)
     if a.build_only:
         return
     if a.same_rows:
-        sys.exit(same_rows(a.same_rows, a.src, [a.out / "layer.tar"]))
+        sys.exit(same_rows(a.same_rows, a.src, [a.out / "layer.tar", *a.tars]))
     srcs = {"this": a.src}
     if a.baseline_src:
         srcs = {"baseline": a.baseline_src, **srcs}
