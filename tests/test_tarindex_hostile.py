@@ -122,7 +122,10 @@ def _check_against_tarfile(data: bytes) -> list[dict]:
     kinds = {tarfile.REGTYPE: "file", tarfile.AREGTYPE: "file", tarfile.GNUTYPE_SPARSE: "file",
              tarfile.DIRTYPE: "dir", tarfile.SYMTYPE: "symlink", tarfile.LNKTYPE: "hardlink"}
     for r, m in zip(rows, members):
-        assert r["path"] == os.path.normpath("/" + m.name).replace("//", "/")
+        # tarfile lets a later `path` record override GNU.sparse.name (GNU tar writes one when the
+        # fake GNUSparseFile.N/ name is not ASCII); Go applies GNU.sparse.name last
+        name = m.pax_headers.get("GNU.sparse.name", m.name)
+        assert r["path"] == os.path.normpath("/" + name).replace("//", "/")
         assert r["type"] == kinds[m.type]
         assert r["mode"] == m.mode
         if m.issym():
@@ -245,11 +248,12 @@ def test_tarindex_agrees_with_tarfile(tmp_path_factory, entries, writer):
             os.symlink("target-" + p.name, p)
         elif first_file:
             os.link(first_file, p)
-        tops.append(name.split("/")[0])
+        if os.path.lexists(p):
+            tops.append(name.split("/")[0])
+    if not tops:
+        return
     fmt = {"gnu-tar-gnu": "gnu", "gnu-tar-pax-1.0": "pax-1.0", "gnu-tar-pax-0.1": "pax-0.1"}[writer]
-    tmp_tar = tmp
-    (tmp_tar / "tree").exists()
-    data = _gnu_tar(tmp_tar, fmt, sorted(set(tops)))
+    data = _gnu_tar(tmp, fmt, sorted(set(tops)))
     _check_against_tarfile(data)
 
 
@@ -325,9 +329,13 @@ def test_gnu_long_name_beats_pax_path():
 
 
 def test_gnu_magic_header_has_no_prefix_but_ustar_has():
-    gnu = _member(b"name", b"1", magic=b"ustar  \0", prefix=b"pre")
-    ustar = _member(b"name", b"2", prefix=b"pre")
-    assert [r["path"] for r in _rows(ustar + gnu + END)] == ["/pre/name", "/name"]
+    # bytes 345.. of a GNU header are atime and ctime; Go reads them as a prefix only when they
+    # do not parse as numbers (files from pre-1.8 Go writers)
+    times = b"00000000001\0" + b"00000000002\0"
+    ustar = _member(b"name", b"1", prefix=times)
+    gnu = _member(b"name", b"2", magic=b"ustar  \0", prefix=times)
+    old_go = _member(b"name", b"3", magic=b"ustar  \0", prefix=b"pre")
+    assert [r["path"] for r in _rows(ustar + gnu + old_go + END)] == ["/00000000001/name", "/name", "/pre/name"]
 
 
 def test_pax_empty_value_keeps_the_header_value():
