@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -289,7 +288,7 @@ def bench(out: Path, meta: dict, srcs: dict[str, str], runs: int) -> list[tuple]
 
 def print_rows(rows: list[tuple], meta: dict) -> None:
     print(f"\n{meta['members']:,} members ({meta['files']:,} files), {meta['size'] / 1e9:.2f} GB of tar\n")
-    print(f"| layer | what | tree | seconds | peak RSS MB | x tar |")
+    print("| layer | what | tree | seconds | peak RSS MB | x tar |")
     print("|---|---|---|---:|---:|---:|")
     for codec, what, label, dt, rss, ratio in rows:
         print(f"| {codec} | {what} | {label or ''} | {dt:.2f} | {rss / 1024:.0f} | {ratio:.2f} |")

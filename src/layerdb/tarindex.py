@@ -235,9 +235,6 @@ def _parse_pax(data: bytes) -> dict[bytes, bytes]:
 # --------------------------------------------------------------------------------------------
 
 _FORMAT_V7, _FORMAT_USTAR, _FORMAT_GNU, _FORMAT_STAR = range(4)
-_MAGIC_USTAR = np.frombuffer(b"ustar\0", np.uint8)
-_MAGIC_GNU = np.frombuffer(b"ustar  \0", np.uint8)
-_TRAILER_STAR = np.frombuffer(b"tar\0", np.uint8)
 
 
 def _octal_fields(F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -823,7 +820,6 @@ class _Indexer:
             if prefix and prefix.isascii() and not _gnu_times_ok(blk):
                 name = prefix + b"/" + name
         link = _cstr(blk[157:257])
-        header_size = size
         xattrs: list[tuple[str, bytes]] = []
         try:
             if pax:
