@@ -17,6 +17,14 @@ time (wall seconds, peak RSS of the process tree), page cache warm, best of ``--
 * ``layerdb ingest -j 1`` of each layout into a fresh catalog (the whole ingest).
 
 Ratios against the baseline of the same run are what count; the machine is shared and noisy.
+A run on 2 busy cores (load 12-16; tar -tvf took 19.6 s instead of ~4), before = main's tarindex:
+
+| layer | what | before (x tar) | after (x tar) |
+|---|---|---:|---:|
+| plain | read_layer | 73.4 s (3.75x), 121 MB | 28.0 s (1.43x), 198 MB |
+| gzip | read_layer | 94.2 s (4.21x), 119 MB | 30.4 s (1.36x), 200 MB |
+| plain | ingest -j 1 | 125.0 s (6.38x), 337 MB | 108.4 s (5.53x), 362 MB |
+| gzip | ingest -j 1 | 189.1 s (8.44x), 321 MB | 49.8 s (2.22x), 365 MB |
 """
 from __future__ import annotations
 
