@@ -1,0 +1,329 @@
+#!/usr/bin/env python3
+"""Many small files at tar speed (issue 14): layerdb's layer read beside ``tar -tvf``, one run.
+
+    python benchmarks/smallfiles.py                       # 1,000,000 files; builds the layer if missing
+    python benchmarks/smallfiles.py --files 100000        # a smaller layer
+    python benchmarks/smallfiles.py --baseline-src /work/main/src   # also measure another tree (before/after)
+    python benchmarks/smallfiles.py --same-rows OLD_TARINDEX.py     # prove both indexers give the same rows
+
+The layer is generated (never committed) under ``--out`` (default ``benchmarks/out/smallfiles``):
+``layer.tar``, 1,000,000 regular files of 8-20 bytes in 10,101 directories (1,010,101 members,
+~1.03 GB), its gzip (``layer.tar.gz``), and two OCI layouts that hard-link those blobs
+(``oci-plain``, ``oci-gzip``) for ``layerdb ingest``. Measured, each as a whole process with GNU
+time (wall seconds, peak RSS of the process tree), page cache warm, best of ``--runs``:
+
+* ``tar -tvf layer.tar`` and ``tar -tzvf layer.tar.gz`` (the baselines);
+* ``ingest.read_layer`` of each blob (verify, store, index, write Parquet: the layer read);
+* ``layerdb ingest -j 1`` of each layout into a fresh catalog (the whole ingest).
+
+Ratios against the baseline of the same run are what count; the machine is shared and noisy.
+A run on 2 busy cores (load 12-16; tar -tvf took 19.6 s instead of ~4), before = main's tarindex:
+
+| layer | what | before (x tar) | after (x tar) |
+|---|---|---:|---:|
+| plain | read_layer | 73.4 s (3.75x), 121 MB | 28.0 s (1.43x), 198 MB |
+| gzip | read_layer | 94.2 s (4.21x), 119 MB | 30.4 s (1.36x), 200 MB |
+| plain | ingest -j 1 | 125.0 s (6.38x), 337 MB | 108.4 s (5.53x), 362 MB |
+| gzip | ingest -j 1 | 189.1 s (8.44x), 321 MB | 49.8 s (2.22x), 365 MB |
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+import baselines as B  # noqa: E402
+
+MTIME = 1_700_000_000
+TEXT = (b"the quick brown fox jumps over the lazy dog 0123456789 " * 4)
+
+
+def _header(name: bytes, size: int, typeflag: bytes, mode: int) -> bytes:
+    h = bytearray(512)
+    h[0:len(name)] = name
+    h[100:108] = b"%07o\0" % mode
+    h[108:116] = b"0000000\0"
+    h[116:124] = b"0000000\0"
+    h[124:136] = b"%011o\0" % size
+    h[136:148] = b"%011o\0" % MTIME
+    h[148:156] = b"        "
+    h[156:157] = typeflag
+    h[257:265] = b"ustar\x0000"
+    h[265:269] = b"root"
+    h[297:301] = b"root"
+    h[329:345] = b"0000000\x000000000\x00"
+    h[148:156] = b"%06o\0 " % sum(h)
+    return bytes(h)
+
+
+def build_layer(path: Path, files: int) -> dict:
+    """``files`` regular files of 8-20 bytes, 100 to a directory, two directory levels:
+    ``data/NN/MM/fNNNNNNN`` (1,000,000 files: 10,101 directories). Streams to disk."""
+    per_dir = 100
+    leaf_dirs = max(1, -(-files // per_dir))
+    tmp = path.with_suffix(".tmp")
+    sha = hashlib.sha256()
+    members = 0
+    with open(tmp, "wb") as f:
+        buf = bytearray()
+        buf += _header(b"data/", 0, b"5", 0o755)
+        members += 1
+        n = 0
+        for d in range(leaf_dirs):
+            top, sub = divmod(d, 100)
+            if sub == 0:
+                buf += _header(b"data/%02d/" % top, 0, b"5", 0o755)
+                members += 1
+            dname = b"data/%02d/%02d/" % (top, sub)
+            buf += _header(dname, 0, b"5", 0o755)
+            members += 1
+            for _ in range(min(per_dir, files - n)):
+                data = b"%07d " % n + TEXT[: n % 13]  # 8-20 bytes
+                buf += _header(dname + b"f%07d" % n, len(data), b"0", 0o644)
+                buf += data
+                buf += bytes(-len(data) % 512)
+                members += 1
+                n += 1
+            if len(buf) >= 1 << 22:
+                sha.update(buf)
+                f.write(buf)
+                buf = bytearray()
+        buf += bytes(1024)
+        buf += bytes(-(os.fstat(f.fileno()).st_size + len(buf)) % 10240)
+        sha.update(buf)
+        f.write(buf)
+    os.replace(tmp, path)
+    return {"diff_id": "sha256:" + sha.hexdigest(), "members": members, "files": files,
+            "size": path.stat().st_size}
+
+
+def gzip_file(src: Path, dst: Path) -> None:
+    from isal import isal_zlib
+
+    tmp = dst.with_suffix(".tmp")
+    with open(src, "rb") as fi, open(tmp, "wb") as fo:
+        c = isal_zlib.compressobj(3, isal_zlib.DEFLATED, 31)
+        while b := fi.read(1 << 22):
+            fo.write(c.compress(b))
+        fo.write(c.flush())
+    os.replace(tmp, dst)
+
+
+def _put(blobs: Path, data: bytes) -> dict:
+    d = hashlib.sha256(data).hexdigest()
+    (blobs / d).write_bytes(data)
+    return {"digest": "sha256:" + d, "size": len(data)}
+
+
+def oci_layout(dest: Path, blob: Path, diff_id: str, media_type: str) -> None:
+    """A one-image OCI layout whose layer blob is a hard link to ``blob``."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    blobs = dest / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    digest = B.sha256_file(blob)
+    os.link(blob, blobs / digest)
+    cfg = {"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/sh"]},
+           "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+           "history": [{"created_by": "generate small files"}]}
+    c = _put(blobs, json.dumps(cfg).encode())
+    man = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+           "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **c},
+           "layers": [{"mediaType": media_type, "digest": "sha256:" + digest,
+                       "size": blob.stat().st_size}]}
+    m = _put(blobs, json.dumps(man).encode())
+    idx = {"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", **m,
+        "annotations": {"org.opencontainers.image.ref.name": "bench/smallfiles:1.0"}}]}
+    (dest / "index.json").write_text(json.dumps(idx))
+    (dest / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+
+
+def corpus(out: Path, files: int) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    meta_p = out / "meta.json"
+    if meta_p.exists():
+        meta = json.loads(meta_p.read_text())
+        if meta.get("files") == files and (out / "layer.tar.gz").exists():
+            return meta
+    t = time.perf_counter()
+    meta = build_layer(out / "layer.tar", files)
+    gzip_file(out / "layer.tar", out / "layer.tar.gz")
+    oci_layout(out / "oci-plain", out / "layer.tar", meta["diff_id"],
+               "application/vnd.oci.image.layer.v1.tar")
+    oci_layout(out / "oci-gzip", out / "layer.tar.gz", meta["diff_id"],
+               "application/vnd.oci.image.layer.v1.tar+gzip")
+    meta_p.write_text(json.dumps(meta))
+    print(f"built {meta['members']:,} members, {meta['size'] / 1e9:.2f} GB in "
+          f"{time.perf_counter() - t:.0f} s", file=sys.stderr)
+    return meta
+
+
+READ_LAYER = """
+import sys, tempfile
+from layerdb.digest import Digest
+from layerdb.ingest import LayerJob, read_layer
+from layerdb.model import FileSegment
+blob, diff_id, media_type, staging = sys.argv[1:5]
+job = LayerJob(blob=FileSegment(blob), diff_id=Digest.parse(diff_id), digest=None,
+               media_type=media_type, staging=staging, source=blob, what="layer")
+r = read_layer(job)
+print(r.member_count, r.parquet_tmp)
+"""
+
+
+def _load_old(path: str):  # noqa: ANN202
+    """Another tarindex.py, loaded as a module of the layerdb package on the path."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("layerdb._tarindex_other", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    mod.__package__ = "layerdb"
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def index_to_parquet(mod, tar: Path, out: Path) -> None:  # noqa: ANN001
+    import pyarrow.parquet as pq
+
+    with open(tar, "rb") as f, pq.ParquetWriter(out, mod.SCHEMA, compression="zstd") as w:
+        for b in mod.index_layer(f, "sha256:" + "0" * 64):
+            w.write_batch(b)
+
+
+def compare_parquet(old: Path, new: Path) -> list[str]:
+    """The differences between two files Parquet (the new one may add columns)."""
+    import pyarrow.parquet as pq
+
+    a, b = pq.read_table(old), pq.read_table(new)
+    if a.num_rows != b.num_rows:
+        return [f"rows: {a.num_rows} vs {b.num_rows}"]
+    out = []
+    for name in a.column_names:
+        ca, cb = a.column(name), b.column(name).cast(a.schema.field(name).type)
+        if not ca.equals(cb):
+            import pyarrow.compute as pc
+
+            ne = pc.invert(pc.fill_null(pc.equal(ca, cb), False)) if name != "xattrs" else None
+            first = pc.index(ne, True).as_py() if ne is not None else "?"
+            out.append(f"column {name}: first differing row {first}")
+    return out
+
+
+def same_rows(old_py: str, src: str, tars: list[Path]) -> int:
+    """Index each tar with ``old_py`` and with the tree's tarindex; 1 if any rows differ."""
+    sys.path.insert(0, src)
+    import layerdb.tarindex as new
+
+    old = _load_old(old_py)
+    bad = 0
+    with tempfile.TemporaryDirectory() as d:
+        for tar in tars:
+            a, b = Path(d) / "old.parquet", Path(d) / "new.parquet"
+            index_to_parquet(old, tar, a)
+            index_to_parquet(new, tar, b)
+            diffs = compare_parquet(a, b)
+            print(f"{tar}: {'same rows' if not diffs else '; '.join(diffs)}")
+            bad |= bool(diffs)
+    return bad
+
+
+def measure(cmd, runs: int, env=None) -> tuple[float, int]:  # noqa: ANN001
+    best = None
+    for _ in range(runs):
+        dt, rss, rc, err = B.run_measured(cmd, env=env)
+        if rc:
+            raise SystemExit(f"{cmd}: failed ({rc}): {err.strip()}")
+        if best is None or dt < best[0]:
+            best = (dt, rss)
+    assert best is not None
+    return best
+
+
+def layerdb_env(src: str) -> dict:
+    return {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def bench(out: Path, meta: dict, srcs: dict[str, str], runs: int) -> list[tuple]:
+    rows = []
+    scratch = Path(tempfile.mkdtemp(prefix="smallfiles-", dir=out))
+    try:
+        for codec, blob, layout, tar_cmd in (
+                ("plain", out / "layer.tar", out / "oci-plain", f"tar -tvf {out / 'layer.tar'} >/dev/null"),
+                ("gzip", out / "layer.tar.gz", out / "oci-gzip",
+                 f"tar -tzvf {out / 'layer.tar.gz'} >/dev/null")):
+            mt = "application/vnd.oci.image.layer.v1.tar" + ("+gzip" if codec == "gzip" else "")
+            base = measure(tar_cmd, runs)
+            rows.append((codec, "tar -t" + ("z" if codec == "gzip" else "") + "vf", None, *base, 1.0))
+            for label, src in srcs.items():
+                env = layerdb_env(src)
+                staging = scratch / f"stage-{label}"
+
+                def read(staging=staging, env=env, mt=mt, blob=blob):  # noqa: ANN001, ANN202
+                    shutil.rmtree(staging, ignore_errors=True)
+                    staging.mkdir()
+                    return measure([sys.executable, "-c", READ_LAYER, str(blob), meta["diff_id"], mt,
+                                    str(staging)], runs, env)
+                r = read()
+                rows.append((codec, "read_layer", label, *r, r[0] / base[0]))
+                shutil.rmtree(staging, ignore_errors=True)
+                cat = scratch / f"catalog-{label}"
+                best = None
+                for _ in range(runs):
+                    shutil.rmtree(cat, ignore_errors=True)
+                    res = measure([sys.executable, "-m", "layerdb.cli", "ingest", "--catalog", str(cat),
+                                   "-j", "1", str(layout)], 1, env)
+                    best = res if best is None or res[0] < best[0] else best
+                assert best is not None
+                rows.append((codec, "ingest -j 1", label, *best, best[0] / base[0]))
+                shutil.rmtree(cat, ignore_errors=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return rows
+
+
+def print_rows(rows: list[tuple], meta: dict) -> None:
+    print(f"\n{meta['members']:,} members ({meta['files']:,} files), {meta['size'] / 1e9:.2f} GB of tar\n")
+    print("| layer | what | tree | seconds | peak RSS MB | x tar |")
+    print("|---|---|---|---:|---:|---:|")
+    for codec, what, label, dt, rss, ratio in rows:
+        print(f"| {codec} | {what} | {label or ''} | {dt:.2f} | {rss / 1024:.0f} | {ratio:.2f} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=HERE / "out" / "smallfiles")
+    ap.add_argument("--files", type=int, default=1_000_000)
+    ap.add_argument("--runs", type=int, default=2, help="best of N runs of each measurement")
+    ap.add_argument("--src", default=str(ROOT / "src"), help="the layerdb tree to measure")
+    ap.add_argument("--baseline-src", help="another layerdb tree to measure in the same run")
+    ap.add_argument("--same-rows", metavar="OLD_TARINDEX_PY",
+                    help="compare this tarindex module's rows with the tree's on the layer, then exit")
+    ap.add_argument("--build-only", action="store_true")
+    ap.add_argument("tars", nargs="*", type=Path, help="with --same-rows: more tars to compare on")
+    a = ap.parse_args()
+    meta = corpus(a.out, a.files)
+    if a.build_only:
+        return
+    if a.same_rows:
+        sys.exit(same_rows(a.same_rows, a.src, [a.out / "layer.tar", *a.tars]))
+    srcs = {"this": a.src}
+    if a.baseline_src:
+        srcs = {"baseline": a.baseline_src, **srcs}
+    print_rows(bench(a.out, meta, srcs, a.runs), meta)
+
+
+if __name__ == "__main__":
+    main()
