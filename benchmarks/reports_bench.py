@@ -368,8 +368,10 @@ def main(argv: list[str] | None = None) -> int:
         secs, peak = min(runs), max(rss)
         ok = p.returncode in (0, 1) and p.stdout.strip().startswith("[")
         rows = len(json.loads(p.stdout)) if ok else None
+        # the output's digest: two runs (old code, new code) compare report by report
+        digest = hashlib.sha256(p.stdout.encode()).hexdigest()
         timings.append({"report": label, "args": args, "seconds": secs, "runs": runs,
-                        "peak_rss_bytes": peak, "rows": rows, "exit": p.returncode,
+                        "peak_rss_bytes": peak, "stdout_sha256": digest, "rows": rows, "exit": p.returncode,
                         "stderr": p.stderr.strip()[-300:]})
         print(f"{label:60} {secs:8.2f} {peak / 1e6:11.0f} {rows if rows is not None else 'ERROR':>9}",
               flush=True)
