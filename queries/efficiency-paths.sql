@@ -11,15 +11,21 @@
 -- @param image null
 -- @param limit 100
 with
+ims as materialized (  -- images as small integers (compact join keys; image_id below is one)
+  select id, (row_number() over (order by id))::integer as iid from images
+),
 m as not materialized (  -- the tar members of the selected images (implied directories aside),
                          -- keyed by the path each sets or deletes, with their fate (members)
-  select image_id, position, layer, idx, path, type, size, whiteout, hides, visible,
+  select x.iid as image_id, position, layer, idx, path, type, size, whiteout, hides, visible,
          hidden_by_position as kill_pos, hidden_by_kind,
          case when whiteout = 'whiteout' then hides else path end as key
-  from members where idx >= 0 and (:image is null or image_id = :image)
+  from members join ims x on x.id = members.image_id
+  where idx >= 0 and (:image is null or members.image_id = :image)
 ),
-hid as materialized (  -- members a running container does not see (markers included)
-  select * exclude (visible) from m where not visible
+hid as not materialized (  -- members a running container does not see (markers included)
+  select image_id, position, idx, path, type, size, whiteout, hides, kill_pos, hidden_by_kind,
+         key
+  from m where not visible
 ),
 mk as materialized (  -- whiteout and opaque markers: the path each deletes or empties
   select image_id, position, hides as prefix, whiteout as kind from hid where whiteout <> 'none'
@@ -57,10 +63,10 @@ unit_size as (  -- the stacked size below a deleted directory; 0 for a deleted f
          case when bool_or(path <> unit or type = 'dir') then sum(size) else 0 end as size
   from units group by all
 ),
-multi as materialized (  -- the only paths that can count in two layers: hidden, deleted
+multi as not materialized (  -- the only paths that can count in two layers: hidden, deleted
   select image_id, key from hid union select image_id, unit from unit_size
 ),
-cand as materialized (  -- the members at those paths (dive's leaves among them)
+cand as not materialized (  -- the members at those paths (dive's leaves among them)
   select m.* from m semi join multi using (image_id, key)
   where m.whiteout = 'none' and m.path <> '/'
 ),
@@ -103,7 +109,7 @@ select i.name as image, coalesce(p.key, h.key) as path, coalesce(p.n, 0) as coun
        coalesce(p.n_dive, 0) >= 2 as dive
 from per_path p
 full join hidden h on h.image_id = p.image_id and h.key = p.key
-join images i on i.id = coalesce(p.image_id, h.image_id)
+join ims x on x.iid = coalesce(p.image_id, h.image_id) join images i on i.id = x.id
 where coalesce(p.n, 0) >= 2 or coalesce(h.wasted, 0) > 0
 qualify :limit is null or row_number() over (
   partition by i.id order by coalesce(p.cum, 0) desc, coalesce(h.wasted, 0) desc,

@@ -15,15 +15,24 @@
 -- Example: layerdb report efficiency --image myapp:latest --format json
 -- @param image null
 with
+ims as materialized (  -- images as small integers (compact join keys; image_id below is one)
+  select id, (row_number() over (order by id))::integer as iid from images
+),
 m as not materialized (  -- the tar members of the selected images (implied directories aside),
                          -- keyed by the path each sets or deletes, with their fate (members)
-  select image_id, position, layer, idx, path, type, size, whiteout, hides, visible,
+  select x.iid as image_id, position, layer, idx, path, type, size, whiteout, hides, visible,
          hidden_by_position as kill_pos, hidden_by_kind,
-         case when whiteout = 'whiteout' then hides else path end as key
-  from members where idx >= 0 and (:image is null or image_id = :image)
+         case when whiteout = 'whiteout' then hides else path end as key,
+         -- the key as 128 bits (two hashes): compact keys for the big joins and aggregates
+         hash(case when whiteout = 'whiteout' then hides else path end) as k1,
+         hash(case when whiteout = 'whiteout' then hides else path end || '|') as k2
+  from members join ims x on x.id = members.image_id
+  where idx >= 0 and (:image is null or members.image_id = :image)
 ),
-hid as materialized (  -- members a running container does not see (markers included)
-  select * exclude (visible) from m where not visible
+hid as not materialized (  -- members a running container does not see (markers included)
+  select image_id, position, idx, path, type, size, whiteout, hides, kill_pos, hidden_by_kind,
+         key, k1, k2
+  from m where not visible
 ),
 mk as materialized (  -- whiteout and opaque markers: the path each deletes or empties
   select image_id, position, hides as prefix, whiteout as kind from hid where whiteout <> 'none'
@@ -61,11 +70,12 @@ unit_size as (  -- the stacked size below a deleted directory; 0 for a deleted f
          case when bool_or(path <> unit or type = 'dir') then sum(size) else 0 end as size
   from units group by all
 ),
-multi as materialized (  -- the only paths that can count in two layers: hidden, deleted
-  select image_id, key from hid union select image_id, unit from unit_size
+multi as not materialized (  -- the only paths that can count in two layers: hidden, deleted
+  select image_id, k1, k2 from hid
+  union select image_id, hash(unit), hash(unit || '|') from unit_size
 ),
-cand as materialized (  -- the members at those paths (dive's leaves among them)
-  select m.* from m semi join multi using (image_id, key)
+cand as not materialized (  -- the members at those paths (dive's leaves among them)
+  select m.* from m semi join multi using (image_id, k1, k2)
   where m.whiteout = 'none' and m.path <> '/'
 ),
 parents as (  -- the directories among them that hold something in their own layer
@@ -75,7 +85,7 @@ parents as (  -- the directories among them that hold something in their own lay
 ),
 leaves as (  -- dive visits the members nothing else in the same layer sits below; only the
              -- paths that may count twice are listed (every other one counts its size once)
-  select d.image_id, d.position, d.key, d.size from cand d
+  select d.image_id, d.position, d.k1, d.k2, d.size from cand d
   anti join parents p on p.layer = d.layer and p.path = d.path and d.type = 'dir'
 ),
 touch as (  -- dive 0.13 takes a directory's type from the last layer below with anything
@@ -93,9 +103,9 @@ dive_dir as (
     and m.type = 'dir' and m.whiteout = 'none'
 ),
 contrib as (  -- what each layer adds to each path: size, size as dive 0.13 counts it, kind
-  select image_id, position, key, size, size as size_dive, 'leaf' as kind from leaves
+  select image_id, position, k1, k2, size, size as size_dive, 'leaf' as kind from leaves
   union all
-  select w.image_id, w.position, w.prefix, coalesce(u.size, 0),
+  select w.image_id, w.position, hash(w.prefix), hash(w.prefix || '|'), coalesce(u.size, 0),
          case when d.prefix is not null then coalesce(u.size, 0) else 0 end, 'whiteout'
   from mk w
   left join unit_size u on u.image_id = w.image_id and u.ev_pos = w.position
@@ -104,10 +114,11 @@ contrib as (  -- what each layer adds to each path: size, size as dive 0.13 coun
     and d.prefix = w.prefix
   where w.kind = 'whiteout'
   union all
-  select image_id, ev_pos, unit, size, null, kind from unit_size where kind = 'opaque'
+  select image_id, ev_pos, hash(unit), hash(unit || '|'), size, null, kind from unit_size
+  where kind = 'opaque'
 ),
 per_path as (
-  select image_id, key, count(*) as n, sum(size) as cum, min(size) as small,
+  select image_id, k1, k2, count(*) as n, sum(size) as cum, min(size) as small,
          count(size_dive) as n_dive, sum(size_dive) as cum_dive, min(size_dive) as small_dive
   from contrib group by all
 ),
@@ -116,8 +127,8 @@ sizes as (  -- one pass over the members: sizes, and the bytes of every member o
   select m.image_id, sum(m.size) as size,
          coalesce(sum(m.size) filter (where m.position > 0), 0) as user_size,
          coalesce(sum(m.size) filter (where m.whiteout = 'none' and m.type <> 'dir'
-                                        and k.key is null), 0) as leaf_bytes
-  from m left join multi k on k.image_id = m.image_id and k.key = m.key
+                                        and k.k1 is null), 0) as leaf_bytes
+  from m left join multi k on k.image_id = m.image_id and k.k1 = m.k1 and k.k2 = m.k2
   group by all
 ),
 score as (
@@ -152,9 +163,9 @@ select i.name as image, i.id as image_id, i.layer_count as layers,
             then c.wasted_dive::double / s.user_size::double end as wasted_user_percent_dive,
        coalesce(c.inefficient_paths, 0) as inefficient_paths,
        coalesce(w.hidden, 0) as hidden_entries
-from images i
-left join sizes s on s.image_id = i.id
-left join score c on c.image_id = i.id
-left join waste w on w.image_id = i.id
+from images i join ims x on x.id = i.id
+left join sizes s on s.image_id = x.iid
+left join score c on c.image_id = x.iid
+left join waste w on w.image_id = x.iid
 where :image is null or i.id = :image
 order by i.name, i.id
