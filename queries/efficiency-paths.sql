@@ -18,13 +18,16 @@ m as not materialized (  -- the tar members of the selected images (implied dire
                          -- keyed by the path each sets or deletes, with their fate (members)
   select x.iid as image_id, position, layer, idx, path, type, size, whiteout, hides, visible,
          hidden_by_position as kill_pos, hidden_by_kind,
-         case when whiteout = 'whiteout' then hides else path end as key
+         case when whiteout = 'whiteout' then hides else path end as key,
+         -- the key as 128 bits (two hashes): compact keys for the big joins and aggregates
+         hash(case when whiteout = 'whiteout' then hides else path end) as k1,
+         hash(case when whiteout = 'whiteout' then hides else path end || '|') as k2
   from members join ims x on x.id = members.image_id
   where idx >= 0 and (:image is null or members.image_id = :image)
 ),
 hid as not materialized (  -- members a running container does not see (markers included)
   select image_id, position, idx, path, type, size, whiteout, hides, kill_pos, hidden_by_kind,
-         key
+         key, k1, k2
   from m where not visible
 ),
 mk as materialized (  -- whiteout and opaque markers: the path each deletes or empties
@@ -64,10 +67,11 @@ unit_size as (  -- the stacked size below a deleted directory; 0 for a deleted f
   from units group by all
 ),
 multi as not materialized (  -- the only paths that can count in two layers: hidden, deleted
-  select image_id, key from hid union select image_id, unit from unit_size
+  select image_id, k1, k2 from hid
+  union select image_id, hash(unit), hash(unit || '|') from unit_size
 ),
 cand as not materialized (  -- the members at those paths (dive's leaves among them)
-  select m.* from m semi join multi using (image_id, key)
+  select m.* from m semi join multi using (image_id, k1, k2)
   where m.whiteout = 'none' and m.path <> '/'
 ),
 parents as (  -- the directories among them that hold something in their own layer
@@ -76,31 +80,33 @@ parents as (  -- the directories among them that hold something in their own lay
     on d.layer = f.layer and d.path = f.parent
 ),
 contrib as (  -- what each layer adds to those paths (dive's leaves, whiteouts, opaque children)
-  select d.image_id, d.position, d.key, d.size, 'leaf' as kind from cand d
+  select d.image_id, d.position, d.key, d.k1, d.k2, d.size, 'leaf' as kind from cand d
   anti join parents p on p.layer = d.layer and p.path = d.path and d.type = 'dir'
   union all
-  select w.image_id, w.position, w.prefix, coalesce(u.size, 0), 'whiteout' from mk w
+  select w.image_id, w.position, w.prefix, hash(w.prefix), hash(w.prefix || '|'),
+         coalesce(u.size, 0), 'whiteout' from mk w
   left join unit_size u on u.image_id = w.image_id and u.ev_pos = w.position
     and u.kind = 'whiteout' and u.unit = w.prefix
   where w.kind = 'whiteout'
   union all
-  select image_id, ev_pos, unit, size, kind from unit_size where kind = 'opaque'
+  select image_id, ev_pos, unit, hash(unit), hash(unit || '|'), size, kind from unit_size
+  where kind = 'opaque'
 ),
 per_path as (
-  select image_id, key, count(*) as n, sum(size) as cum,
+  select image_id, k1, k2, any_value(key) as key, count(*) as n, sum(size) as cum,
          count(*) filter (where kind <> 'opaque') as n_dive,
          list(distinct position order by position) as layers
-  from contrib group by all
+  from contrib group by image_id, k1, k2
 ),
 hidden as (  -- deleted_at: the layer whose deletion (a marker, or a file over a directory)
              -- removed the path; an entry only shadowed by a later copy has none
-  select h.image_id, h.path as key, sum(h.size) as wasted,
+  select h.image_id, h.k1, h.k2, any_value(h.path) as key, sum(h.size) as wasted,
          max(h.kill_pos) filter (where h.hidden_by_kind in ('whiteout', 'opaque', 'ancestor')
                                    or g.idx is not null) as deleted_at
   from hid h
   left join (select distinct image_id, position, idx from gone) g
     on g.image_id = h.image_id and g.position = h.position and g.idx = h.idx
-  where h.whiteout = 'none' group by all
+  where h.whiteout = 'none' group by h.image_id, h.k1, h.k2
 )
 select i.name as image, coalesce(p.key, h.key) as path, coalesce(p.n, 0) as count,
        coalesce(p.cum, 0)::bigint as cumulative_bytes,
@@ -108,7 +114,7 @@ select i.name as image, coalesce(p.key, h.key) as path, coalesce(p.n, 0) as coun
        coalesce(p.layers, []::integer[]) as layers, h.deleted_at,
        coalesce(p.n_dive, 0) >= 2 as dive
 from per_path p
-full join hidden h on h.image_id = p.image_id and h.key = p.key
+full join hidden h on h.image_id = p.image_id and h.k1 = p.k1 and h.k2 = p.k2
 join ims x on x.iid = coalesce(p.image_id, h.image_id) join images i on i.id = x.id
 where coalesce(p.n, 0) >= 2 or coalesce(h.wasted, 0) > 0
 qualify :limit is null or row_number() over (
