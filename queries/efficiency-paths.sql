@@ -13,6 +13,7 @@
 with
 ims as materialized (  -- images as small integers (compact join keys; image_id below is one)
   select id, (row_number() over (order by id))::integer as iid from images
+  where :image is null or id = :image
 ),
 m as not materialized (  -- the tar members of the selected images (implied directories aside),
                          -- keyed by the path each sets or deletes, with their fate (members)
@@ -23,7 +24,7 @@ m as not materialized (  -- the tar members of the selected images (implied dire
          hash(case when whiteout = 'whiteout' then hides else path end) as k1,
          hash(case when whiteout = 'whiteout' then hides else path end || '|') as k2
   from members join ims x on x.id = members.image_id
-  where idx >= 0 and (:image is null or members.image_id = :image)
+  where idx >= 0
 ),
 hid as not materialized (  -- members a running container does not see (markers included)
   select image_id, position, idx, path, type, size, whiteout, hides, kill_pos, hidden_by_kind,

@@ -17,6 +17,7 @@
 with
 ims as materialized (  -- images as small integers (compact join keys; image_id below is one)
   select id, (row_number() over (order by id))::integer as iid from images
+  where :image is null or id = :image
 ),
 m as not materialized (  -- the tar members of the selected images (implied directories aside),
                          -- keyed by the path each sets or deletes, with their fate (members)
@@ -27,7 +28,7 @@ m as not materialized (  -- the tar members of the selected images (implied dire
          hash(case when whiteout = 'whiteout' then hides else path end) as k1,
          hash(case when whiteout = 'whiteout' then hides else path end || '|') as k2
   from members join ims x on x.id = members.image_id
-  where idx >= 0 and (:image is null or members.image_id = :image)
+  where idx >= 0
 ),
 hid as not materialized (  -- members a running container does not see (markers included)
   select image_id, position, idx, path, type, size, whiteout, hides, kill_pos, hidden_by_kind,
@@ -122,14 +123,15 @@ per_path as (
          count(size_dive) as n_dive, sum(size_dive) as cum_dive, min(size_dive) as small_dive
   from contrib group by all
 ),
-sizes as (  -- one pass over the members: sizes, and the bytes of every member outside
-            -- per_path, which counts once (cumulative = smallest = its size)
-  select m.image_id, sum(m.size) as size,
-         coalesce(sum(m.size) filter (where m.position > 0), 0) as user_size,
-         coalesce(sum(m.size) filter (where m.whiteout = 'none' and m.type <> 'dir'
-                                        and k.k1 is null), 0) as leaf_bytes
-  from m left join multi k on k.image_id = m.image_id and k.k1 = m.k1 and k.k2 = m.k2
-  group by all
+sizes as (  -- sizes, and the bytes of every member outside per_path, which counts once
+            -- (cumulative = smallest = its size): all file bytes less those at multi paths
+  select a.image_id, a.size, a.user_size, a.nondir - coalesce(b.nondir, 0) as leaf_bytes
+  from (select image_id, sum(size) as size,
+               coalesce(sum(size) filter (where position > 0), 0) as user_size,
+               coalesce(sum(size) filter (where whiteout = 'none' and type <> 'dir'), 0) as nondir
+        from m group by image_id) a
+  left join (select image_id, sum(size) as nondir from m semi join multi using (image_id, k1, k2)
+             where whiteout = 'none' and type <> 'dir' group by image_id) b using (image_id)
 ),
 score as (
   select s.image_id, s.leaf_bytes + coalesce(p.cum, 0) as cum,
