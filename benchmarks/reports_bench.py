@@ -33,6 +33,7 @@ import random
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -134,10 +135,13 @@ def cleanup_layer(path: Path, seed: int) -> dict:
     return t.close()
 
 
-def build_churn(out: Path, count: int, files: int) -> Path:
+def build_churn(out: Path, count: int, files: int, issue_shape: bool = False) -> Path:
     """An OCI layout (uncompressed layers) with ``count`` churn images; the last one shares
-    the first one's base. Returns the layout directory."""
-    layout = out / "churn-layout"
+    the first one's base. With ``issue_shape`` (issue 8's fleet): ``count`` is 5, and three
+    more images stack the bases themselves: ``bench/pair-01`` (base 0 under base 1: two
+    1M-file layers at the same paths, every lower file shadowed), ``bench/pair-23`` and
+    ``bench/again-1`` (base 1 and its churn layer). Returns the layout directory."""
+    layout = out / ("issue-layout" if issue_shape else "churn-layout")
     if (layout / "index.json").exists():
         return layout
     work = out / "churn-work"
@@ -147,6 +151,7 @@ def build_churn(out: Path, count: int, files: int) -> Path:
     work.mkdir(parents=True)
     mode = dataclasses.replace(corpus.FULL, many_files=files)
     bases: list[dict] = []
+    uppers: list[dict] = []
     entries = []
 
     def put(info: dict) -> dict:
@@ -154,6 +159,24 @@ def build_churn(out: Path, count: int, files: int) -> Path:
         if not dst.exists():
             os.replace(info["path"], dst)
         return {"mediaType": LAYER_TAR, "digest": info["diff_id"], "size": info["size"]}
+
+    def image(ref: str, descs: list[dict], history: list[str]) -> None:
+        config = _dumps({
+            "architecture": "amd64", "os": "linux", "created": corpus.CREATED,
+            "config": {"Cmd": ["/bin/sh"], "Env": [corpus.PATH_ENV]},
+            "rootfs": {"type": "layers", "diff_ids": [d["digest"] for d in descs]},
+            "history": [{"created": corpus.CREATED, "created_by": what} for what in history]})
+        cfg_d = hashlib.sha256(config).hexdigest()
+        (blobs / cfg_d).write_bytes(config)
+        manifest = _dumps({"schemaVersion": 2, "mediaType": corpus.MT_OCI_MANIFEST,
+                           "config": {"mediaType": corpus.MT_OCI_CONFIG,
+                                      "digest": "sha256:" + cfg_d, "size": len(config)},
+                           "layers": descs})
+        man_d = hashlib.sha256(manifest).hexdigest()
+        (blobs / man_d).write_bytes(manifest)
+        entries.append({"mediaType": corpus.MT_OCI_MANIFEST, "digest": "sha256:" + man_d,
+                        "size": len(manifest),
+                        "annotations": {"org.opencontainers.image.ref.name": ref}})
 
     for i in range(count):
         shared = i == count - 1 and count > 1
@@ -167,27 +190,17 @@ def build_churn(out: Path, count: int, files: int) -> Path:
             base = {**info, "desc": put(info)}
             bases.append(base)
             log(f"churn base {i}: {info['members']:,} members in {time.monotonic() - t0:.0f}s")
-        upper = churn_layer(work / f"churn-{i}.tar", files, corpus.SEED + 2000 + i)
+        upper = put(churn_layer(work / f"churn-{i}.tar", files, corpus.SEED + 2000 + i))
+        uppers.append(upper)
         clean = cleanup_layer(work / f"clean-{i}.tar", corpus.SEED + 3000 + i)
-        descs = [base["desc"], put(upper), put(clean)]
-        ref = f"bench/churn-{i}:1.0"
-        config = _dumps({
-            "architecture": "amd64", "os": "linux", "created": corpus.CREATED,
-            "config": {"Cmd": ["/bin/sh"], "Env": [corpus.PATH_ENV]},
-            "rootfs": {"type": "layers", "diff_ids": [d["digest"] for d in descs]},
-            "history": [{"created": corpus.CREATED, "created_by": what} for what in (
-                f"ADD many-files-{0 if shared else i}", "RUN churn", "RUN cleanup")]})
-        cfg_d = hashlib.sha256(config).hexdigest()
-        (blobs / cfg_d).write_bytes(config)
-        manifest = _dumps({"schemaVersion": 2, "mediaType": corpus.MT_OCI_MANIFEST,
-                           "config": {"mediaType": corpus.MT_OCI_CONFIG,
-                                      "digest": "sha256:" + cfg_d, "size": len(config)},
-                           "layers": descs})
-        man_d = hashlib.sha256(manifest).hexdigest()
-        (blobs / man_d).write_bytes(manifest)
-        entries.append({"mediaType": corpus.MT_OCI_MANIFEST, "digest": "sha256:" + man_d,
-                        "size": len(manifest),
-                        "annotations": {"org.opencontainers.image.ref.name": ref}})
+        image(f"bench/churn-{i}:1.0", [base["desc"], upper, put(clean)],
+              [f"ADD many-files-{0 if shared else i}", "RUN churn", "RUN cleanup"])
+    if issue_shape and len(bases) >= 4:
+        image("bench/pair-01:1.0", [bases[0]["desc"], bases[1]["desc"]],
+              ["ADD many-files-0", "ADD many-files-1"])
+        image("bench/pair-23:1.0", [bases[2]["desc"], bases[3]["desc"]],
+              ["ADD many-files-2", "ADD many-files-3"])
+        image("bench/again-1:1.0", [bases[1]["desc"], uppers[1]], ["ADD many-files-1", "RUN churn"])
     (layout / "oci-layout").write_bytes(b'{"imageLayoutVersion":"1.0.0"}')
     (layout / "index.json").write_bytes(_dumps({"schemaVersion": 2,
                                                 "mediaType": corpus.MT_OCI_INDEX,
@@ -202,10 +215,24 @@ def layerdb_cmd() -> list[str]:
 
 
 def run(args: list[str], catalog: Path) -> tuple[float, subprocess.CompletedProcess]:
+    """Run ``layerdb ARGS`` as a process; its peak RSS (bytes) goes to ``.peak_rss``, measured
+    by ``/usr/bin/time`` (Linux carries a parent's peak RSS into a child it forks, so this
+    script, which reads big outputs, must not be the one that forks layerdb)."""
     env = {**os.environ, "LAYERDB_HOME": str(catalog)}
-    t0 = time.monotonic()
-    p = subprocess.run(layerdb_cmd() + args, capture_output=True, text=True, env=env)
-    return time.monotonic() - t0, p
+    timed = os.path.exists("/usr/bin/time")
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile("r") as rss:
+        cmd = (["/usr/bin/time", "-q", "-f", "%M", "-o", rss.name] if timed else []) + layerdb_cmd() + args
+        t0 = time.monotonic()
+        code = subprocess.run(cmd, stdout=out, stderr=err, env=env).returncode
+        secs = time.monotonic() - t0
+        out.seek(0)
+        err.seek(0)
+        p = subprocess.CompletedProcess(cmd, code, out.read().decode("utf-8", "replace"),
+                                        err.read().decode("utf-8", "replace"))
+        kib = rss.read().strip().splitlines()
+    p.peak_rss = int(kib[-1]) * 1024 if kib and kib[-1].isdigit() else None  # type: ignore[attr-defined]
+    return secs, p
 
 
 def ingest(paths: list[str], catalog: Path) -> float:
@@ -232,25 +259,8 @@ def counts(catalog: Path) -> dict:
                "(select count(*) from fs) as fs_rows", catalog)[0]
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--corpus", type=Path, default=HERE / "corpus")
-    ap.add_argument("--out", type=Path, default=HERE / "out")
-    ap.add_argument("--files-per-image", type=int, default=1_000_000)
-    ap.add_argument("--target-rows", type=int, default=TARGET_ROWS)
-    ap.add_argument("--fresh", action="store_true", help="rebuild archives and catalog")
-    ap.add_argument("--repeat", type=int, default=1,
-                    help="run each report N times and keep the fastest (a shared machine is noisy)")
-    a = ap.parse_args(argv)
-    manifest = a.corpus / "MANIFEST.json"
-    if not manifest.exists():
-        raise SystemExit(f"{manifest} is missing: run python benchmarks/corpus.py first")
-    a.out.mkdir(parents=True, exist_ok=True)
-    cat, gen = a.out / "reports-catalog", a.out / "reports-corpus"
-    if a.fresh:
-        shutil.rmtree(cat, ignore_errors=True)
-        shutil.rmtree(gen, ignore_errors=True)
-    result: dict = {"catalog": str(cat)}
+def grow(a: argparse.Namespace, cat: Path, gen: Path, many: Path | None, result: dict) -> None:
+    """The corpus fleet's own catalog (its dedup summary), then a catalog grown past the target."""
 
     # 1. the fleet alone (its own catalog), and its dedup summary
     fleet = a.corpus / "fleet-layout"
@@ -271,8 +281,6 @@ def main(argv: list[str] | None = None) -> int:
         ingest([str(fleet)], cat)
 
     # 2. grow the catalog past the target
-    m = json.loads(manifest.read_text())
-    many = a.corpus / m["many_files"]["archive"] if "archive" in m["many_files"] else None
     c = counts(cat)
     if c["files_rows"] < a.target_rows and many and many.exists() and \
             not sql("select 1 as x from images where name = 'bench/many-files:1.0'", cat):
@@ -287,10 +295,52 @@ def main(argv: list[str] | None = None) -> int:
     result["counts"] = c
     log(f"catalog: {c}")
 
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--corpus", type=Path, default=HERE / "corpus")
+    ap.add_argument("--out", type=Path, default=HERE / "out")
+    ap.add_argument("--files-per-image", type=int, default=1_000_000)
+    ap.add_argument("--target-rows", type=int, default=TARGET_ROWS)
+    ap.add_argument("--fresh", action="store_true", help="rebuild archives and catalog")
+    ap.add_argument("--shape", choices=("grow", "issue"), default="grow",
+                    help="grow: the corpus fleet plus churn images up to --target-rows; issue: "
+                         "issue 8's fleet (9 images, 5 distinct 1M-file layers, ~11M member "
+                         "rows, one image of two 1M-file layers), without the corpus fleet")
+    ap.add_argument("--only", nargs="*", default=None, help="run only these labels (prefixes)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="run each report N times and keep the fastest (a shared machine is noisy)")
+    a = ap.parse_args(argv)
+    manifest = a.corpus / "MANIFEST.json"
+    if not manifest.exists():
+        raise SystemExit(f"{manifest} is missing: run python benchmarks/corpus.py first")
+    a.out.mkdir(parents=True, exist_ok=True)
+    issue = a.shape == "issue"
+    cat = a.out / ("issue-catalog" if issue else "reports-catalog")
+    gen = a.out / "reports-corpus"
+    if a.fresh:
+        shutil.rmtree(cat, ignore_errors=True)
+        shutil.rmtree(gen, ignore_errors=True)
+    result: dict = {"catalog": str(cat), "shape": a.shape}
+    m = json.loads(manifest.read_text())
+    many = a.corpus / m["many_files"]["archive"] if "archive" in m["many_files"] else None
+    if issue:  # many-files, then the issue layout: 9 images in all
+        if not (cat / "catalog.duckdb").exists():
+            if not (many and many.exists()):
+                raise SystemExit("the corpus has no many-files archive")
+            result["ingest_many_files_seconds"] = ingest([str(many)], cat)
+            layout = build_churn(gen, 5, a.files_per_image, issue_shape=True)
+            result["ingest_issue_seconds"] = ingest([str(layout)], cat)
+        result["counts"] = c = counts(cat)
+        log(f"catalog: {c}")
+    else:
+        grow(a, cat, gen, many, result)
+
     # 3. every report, as a process
     imgs = [r["name"] for r in sql("select name from images order by name", cat)]
     a_img = "fleet/auth-service:1.0" if "fleet/auth-service:1.0" in imgs else imgs[0]
     b_img = "fleet/auth-service:2.0" if "fleet/auth-service:2.0" in imgs else imgs[-1]
+    churns = sorted(i for i in imgs if "churn" in i)
     _, p = run(["report", "--list", "--format", "json"], cat)
     names = [r["name"] for r in json.loads(p.stdout)]
     jobs = [(n, ["report", n] + (["-p", "a", a_img, "-p", "b", b_img] if n == "diff" else []))
@@ -302,24 +352,36 @@ def main(argv: list[str] | None = None) -> int:
              ("check (every image)", ["check"]),
              (f"diff {a_img} {b_img}", ["diff", a_img, b_img]),
              ("diff churn-0 churn-<last> (1M-file images)",
-              ["diff", "bench/churn-0:1.0", sorted(i for i in imgs if "churn" in i)[-1]])]
+              ["diff", "bench/churn-0:1.0", churns[-1]])]
+    if issue:
+        jobs += [("report efficiency --image bench/pair-01 (two 1M-file layers)",
+                  ["report", "efficiency", "--image", "bench/pair-01:1.0"]),
+                 ("report history --image bench/pair-01",
+                  ["report", "history", "--image", "bench/pair-01:1.0"])]
+    if a.only is not None:
+        jobs = [j for j in jobs if any(j[0] == o or j[0].startswith(o + " ") for o in a.only)]
     timings = []
-    print(f"{'report':50} {'seconds':>8} {'rows':>9}")
+    print(f"{'report':60} {'seconds':>8} {'peak RSS MB':>11} {'rows':>9}")
     for label, args in jobs:
-        runs = []
+        runs, rss = [], []
         for _ in range(max(a.repeat, 1)):
             secs, p = run(args + ["--format", "json"], cat)
             runs.append(round(secs, 3))
-        secs = min(runs)
+            rss.append(p.peak_rss)  # type: ignore[attr-defined]
+        secs, peak = min(runs), max((r for r in rss if r is not None), default=0)
         ok = p.returncode in (0, 1) and p.stdout.strip().startswith("[")
         rows = len(json.loads(p.stdout)) if ok else None
+        # the output's digest: two runs (old code, new code) compare report by report
+        digest = hashlib.sha256(p.stdout.encode()).hexdigest()
         timings.append({"report": label, "args": args, "seconds": secs, "runs": runs,
-                        "rows": rows, "exit": p.returncode, "stderr": p.stderr.strip()[-300:]})
-        print(f"{label:50} {secs:8.2f} {rows if rows is not None else 'ERROR':>9}", flush=True)
+                        "peak_rss_bytes": peak, "stdout_sha256": digest, "rows": rows, "exit": p.returncode,
+                        "stderr": p.stderr.strip()[-300:]})
+        print(f"{label:60} {secs:8.2f} {peak / 1e6:11.0f} {rows if rows is not None else 'ERROR':>9}",
+              flush=True)
         if not ok:
             print(f"  {p.stderr.strip()[-300:]}", flush=True)
     result["timings"] = timings
-    out = a.out / "reports_bench.json"
+    out = a.out / ("reports_bench_issue.json" if issue else "reports_bench.json")
     out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     log(f"wrote {out}")
     return 0 if all(t["rows"] is not None for t in timings) else 1

@@ -19,20 +19,36 @@ distinct_layers as (
   select count(*) as n, coalesce(sum(size), 0) as bytes, coalesce(sum(stored_size), 0) as stored
   from layers where diff_id in (select diff_id from image_layers)
 ),
-contents as (
-  select sha256, any_value(size) as size, count(*) as copies, min(path) as path
+contents as (  -- each distinct content once, keyed by its sha256's first 128 bits (two
+               -- 64-bit halves: compact keys for the one big aggregate)
+  select ('0x' || substr(sha256, 1, 16))::ubigint as h1,
+         ('0x' || substr(sha256, 17, 16))::ubigint as h2,
+         any_value(size) as size, count(*) as copies
   from files
   where type = 'file' and whiteout = 'none' and sha256 is not null
     and layer in (select diff_id from image_layers)
-  group by sha256
+  group by all
 ),
 file_level as (
   select count(*) as n, coalesce(sum(size * (copies - 1)), 0) as saved from contents
 ),
-top as (
-  select *, size * (copies - 1) as saved,
-         row_number() over (order by size * (copies - 1) desc, sha256) as rank
-  from contents where copies >= 2 and size > 0
+ranked as (select *, size * (copies - 1) as saved from contents where copies >= 2 and size > 0),
+cut as (  -- the :top-th largest saving: nothing below it makes the list
+  select coalesce(min(saved), 0) as least from (
+    select saved from ranked order by saved desc limit greatest(coalesce(:top, 0), 0))
+),
+top_keys as (  -- those contents (ties at the cut too: sha256 settles them below)
+  select r.* from ranked r, cut c where r.saved >= c.least and coalesce(:top, 0) > 0
+),
+top as (  -- the sha256 and first path of the few contents that make the list
+  select k.size, k.copies, k.saved, f.sha256, min(f.path) as path,
+         row_number() over (order by k.saved desc, f.sha256) as rank
+  from top_keys k join files f
+    on ('0x' || substr(f.sha256, 1, 16))::ubigint = k.h1
+   and ('0x' || substr(f.sha256, 17, 16))::ubigint = k.h2
+  where f.type = 'file' and f.whiteout = 'none'
+    and f.layer in (select diff_id from image_layers)
+  group by k.size, k.copies, k.saved, f.sha256
   qualify rank <= :top
 ),
 top_images as (

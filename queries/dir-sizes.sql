@@ -8,25 +8,18 @@
 -- @param image null
 -- @param hidden 0
 -- @param depth 2
-with visible as (
-  select v.image, v.image_id, v.position, v.idx, v.layer, v.path, v.name, v.type, v.size, v.mode,
-         v.uid, v.gid, v.uname, v.gname, v.linkname, v.sha256, v.xattrs, v.parent,
-         'visible' as status
-  from fs v
-  where (:image is null or v.image_id = :image)
-    and v.type = 'file'
+with hits as (  -- the merged filesystem, and with :hidden the members it does not show
+  select image, image_id, position, idx, layer, path, name, type, size, mode, uid, gid,
+         uname, gname, linkname, sha256, xattrs, parent, 'visible' as status
+  from fs where (:image is null or image_id = :image)
+    and type = 'file'
+  union all
+  select image, image_id, position, idx, layer, path, name, type, size, mode, uid, gid,
+         uname, gname, linkname, sha256, xattrs, parent, 'hidden'
+  from members where :hidden::boolean and not visible and whiteout = 'none'
+    and (:image is null or image_id = :image)
+    and type = 'file'
 ),
-hidden as (  -- members of the image's layers that upper layers shadow or delete
-  select il.image, il.image_id, il.position, v.idx, v.layer, v.path, v.name, v.type, v.size,
-         v.mode, v.uid, v.gid, v.uname, v.gname, v.linkname, v.sha256, v.xattrs, v.parent,
-         'hidden' as status
-  from image_layers il join files v on v.layer = il.diff_id
-  where :hidden::boolean and (:image is null or il.image_id = :image) and v.whiteout = 'none'
-    and v.type = 'file'
-    and not exists (select 1 from visible s where s.image_id = il.image_id
-                    and s.position = il.position and s.idx = v.idx)
-),
-hits as (select * from visible union all select * from hidden),
 per_dir as (  -- files and bytes directly in each directory
   select image, image_id, parent, count(*) filter (where status = 'visible') as files,
          coalesce(sum(size) filter (where status = 'visible'), 0) as bytes,

@@ -15,62 +15,49 @@
 -- Example: layerdb report efficiency --image myapp:latest --format json
 -- @param image null
 with
--- stack: begin (the same block in efficiency, efficiency-paths and history; a test keeps it so)
-m as (  -- every tar member of every selected image, keyed by the path it sets or deletes
-  select il.image_id, il.position, f.layer, f.idx, f.path, f.type, f.size, f.whiteout, f.hides,
-         case when f.whiteout = 'whiteout' then f.hides else f.path end as key
-  from image_layers il join files f on f.layer = il.diff_id
-  where :image is null or il.image_id = :image
+ims as materialized (  -- images as small integers (compact join keys; image_id below is one)
+  select id, (row_number() over (order by id))::integer as iid from images
+  where :image is null or id = :image
 ),
-hid as (  -- members a running container does not see: not in fs (whiteout markers included)
-  select m.* from m anti join (
-    select image_id, position, idx from fs where :image is null or image_id = :image) v
-  on v.image_id = m.image_id and v.position = m.position and v.idx = m.idx
+m as not materialized (  -- the tar members of the selected images (implied directories aside),
+                         -- keyed by the path each sets or deletes, with their fate (members)
+  select x.iid as image_id, position, layer, idx, path, type, size, whiteout, hides, visible,
+         hidden_by_position as kill_pos, hidden_by_kind,
+         case when whiteout = 'whiteout' then hides else path end as key,
+         -- the key as 128 bits (two hashes): compact keys for the big joins and aggregates
+         hash(case when whiteout = 'whiteout' then hides else path end) as k1,
+         hash(case when whiteout = 'whiteout' then hides else path end || '|') as k2
+  from members join ims x on x.id = members.image_id
+  where idx >= 0
 ),
-seq as (  -- the members before and after each one at the same key, base first; a key with
-          -- two members or a whiteout has a hidden member, so only those keys are looked at
-  select image_id, position, idx, layer, key, path, type, size, whiteout,
-         lead(position) over w as next_pos, lead(whiteout) over w as next_whiteout,
-         lag(position) over w as prev_pos, lag(idx) over w as prev_idx,
-         lag(layer) over w as prev_layer, lag(whiteout) over w as prev_whiteout,
-         lag(type) over w as prev_type
-  from m semi join (select distinct image_id, key from hid) k using (image_id, key)
+hid as not materialized (  -- members a running container does not see (markers included)
+  select image_id, position, idx, path, type, size, whiteout, hides, kill_pos, hidden_by_kind,
+         key, k1, k2
+  from m where not visible
+),
+mk as materialized (  -- whiteout and opaque markers: the path each deletes or empties
+  select image_id, position, hides as prefix, whiteout as kind from hid where whiteout <> 'none'
+),
+anc as materialized (  -- (hidden member, marker above it that deletes or empties an ancestor)
+  select h.*, e.position as ev_pos, e.prefix, e.kind
+  from (select *, unnest(ancestors(path)) as a from hid
+        semi join (select distinct image_id from mk) x using (image_id)) h
+  join mk e on e.image_id = h.image_id and e.prefix = h.a and e.position > h.position
+),
+wk as materialized (  -- the members at each whited-out path, with the next one there
+  select image_id, position, idx, key, path, type, size, whiteout, kill_pos,
+         lead(position) over w as next_pos, lead(whiteout) over w as next_whiteout
+  from m semi join (select image_id, prefix as key from mk where kind = 'whiteout') k
+    using (image_id, key)
   window w as (partition by image_id, key order by position, idx)
 ),
-ev as (  -- deletions of subtrees: whiteouts, opaque markers, a non-directory over a directory
-  select image_id, position, hides as prefix, whiteout as kind from hid where whiteout <> 'none'
+gone as (  -- (marker, hidden entry it removes from the stack just below its layer)
+  select image_id, ev_pos, prefix, kind, path, type, size, position, idx from anc
+  where whiteout = 'none' and ev_pos = kill_pos
   union all
-  select image_id, position, key, 'replace' from seq
-  where whiteout = 'none' and type <> 'dir' and prev_type = 'dir' and prev_whiteout = 'none'
+  select image_id, next_pos, key, 'whiteout', path, type, size, position, idx from wk
+  where whiteout = 'none' and next_whiteout = 'whiteout' and next_pos = kill_pos
 ),
-anc as (  -- (hidden member, deletion of one of its ancestors in a layer above it)
-  select h.image_id, h.position, h.idx, e.position as ev_pos, e.prefix, e.kind
-  from (select h.image_id, h.position, h.idx, unnest(list_transform(
-               range(1, len(string_split(h.path, '/'))),
-               lambda i: coalesce(nullif(
-                 array_to_string(list_slice(string_split(h.path, '/'), 1, i), '/'), ''), '/')
-             )) as a
-        from hid h join (select image_id, max(position) as top from ev group by image_id) t
-          on t.image_id = h.image_id and h.position < t.top
-        where h.path <> '/') h
-  join ev e on e.image_id = h.image_id and e.prefix = h.a and e.position > h.position
-),
-killed as (  -- each hidden entry (markers aside) and the layer where it leaves the stack
-  select h.image_id, h.position, h.idx, h.key, h.path, h.type, h.size, s.next_pos,
-         s.next_whiteout, a.anc_pos, least(s.next_pos, a.anc_pos) as kill_pos
-  from hid h join seq s using (image_id, position, idx)
-  left join (select image_id, position, idx, min(ev_pos) as anc_pos from anc group by all) a
-    using (image_id, position, idx)
-  where h.whiteout = 'none'
-),
-gone as (  -- (deletion, entry it removes from the stack just below the deleting layer)
-  select a.image_id, a.ev_pos, a.prefix, a.kind, k.path, k.type, k.size, k.position, k.idx
-  from anc a join killed k using (image_id, position, idx) where a.ev_pos = k.kill_pos
-  union all
-  select image_id, kill_pos, key, 'whiteout', path, type, size, position, idx from killed
-  where next_whiteout = 'whiteout' and next_pos = kill_pos
-),
--- stack: end
 units as (  -- a whiteout deletes its path; an opaque marker each lower child of its directory
   select image_id, ev_pos, kind, path, type, size,
          case when kind = 'whiteout' then prefix
@@ -84,22 +71,31 @@ unit_size as (  -- the stacked size below a deleted directory; 0 for a deleted f
          case when bool_or(path <> unit or type = 'dir') then sum(size) else 0 end as size
   from units group by all
 ),
-multi as (  -- the only paths that can count in two layers: hidden ones and deleted ones
-  select image_id, key from hid union select image_id, unit from unit_size
+multi as not materialized (  -- the only paths that can count in two layers: hidden, deleted
+  select image_id, k1, k2 from hid
+  union select image_id, hash(unit), hash(unit || '|') from unit_size
+),
+cand as not materialized (  -- the members at those paths (dive's leaves among them)
+  select m.* from m semi join multi using (image_id, k1, k2)
+  where m.whiteout = 'none' and m.path <> '/'
+),
+parents as (  -- the directories among them that hold something in their own layer
+  select distinct f.layer, f.parent as path from files f
+  semi join (select layer, path from cand where type = 'dir') d
+    on d.layer = f.layer and d.path = f.parent
 ),
 leaves as (  -- dive visits the members nothing else in the same layer sits below; only the
              -- paths that may count twice are listed (every other one counts its size once)
-  select d.image_id, d.position, d.key, d.size
-  from (select * from m semi join multi using (image_id, key)) d
-  where d.whiteout = 'none' and d.path <> '/' and (d.type <> 'dir' or not exists (
-    select 1 from files c where c.layer = d.layer and c.parent = d.path))
+  select d.image_id, d.position, d.k1, d.k2, d.size from cand d
+  anti join parents p on p.layer = d.layer and p.path = d.path and d.type = 'dir'
 ),
 touch as (  -- dive 0.13 takes a directory's type from the last layer below with anything
             -- at or under it: a layer that only implies the directory makes it a non-dir
   select image_id, ev_pos, prefix, max(position) as last from (
     select image_id, ev_pos, prefix, position from anc where kind = 'whiteout'
     union all
-    select image_id, next_pos, key, position from killed where next_whiteout = 'whiteout')
+    select image_id, next_pos, key, position from wk
+    where whiteout = 'none' and kill_pos is not null and next_whiteout = 'whiteout')
   group by all
 ),
 dive_dir as (
@@ -108,44 +104,47 @@ dive_dir as (
     and m.type = 'dir' and m.whiteout = 'none'
 ),
 contrib as (  -- what each layer adds to each path: size, size as dive 0.13 counts it, kind
-  select image_id, position, key, size, size as size_dive, 'leaf' as kind from leaves
+  select image_id, position, k1, k2, size, size as size_dive, 'leaf' as kind from leaves
   union all
-  select w.image_id, w.position, w.hides, coalesce(u.size, 0),
+  select w.image_id, w.position, hash(w.prefix), hash(w.prefix || '|'), coalesce(u.size, 0),
          case when d.prefix is not null then coalesce(u.size, 0) else 0 end, 'whiteout'
-  from hid w
+  from mk w
   left join unit_size u on u.image_id = w.image_id and u.ev_pos = w.position
-    and u.kind = 'whiteout' and u.unit = w.hides
+    and u.kind = 'whiteout' and u.unit = w.prefix
   left join dive_dir d on d.image_id = w.image_id and d.ev_pos = w.position
-    and d.prefix = w.hides
-  where w.whiteout = 'whiteout'
+    and d.prefix = w.prefix
+  where w.kind = 'whiteout'
   union all
-  select image_id, ev_pos, unit, size, null, kind from unit_size where kind = 'opaque'
+  select image_id, ev_pos, hash(unit), hash(unit || '|'), size, null, kind from unit_size
+  where kind = 'opaque'
 ),
 per_path as (
-  select image_id, key, count(*) as n, sum(size) as cum, min(size) as small,
+  select image_id, k1, k2, count(*) as n, sum(size) as cum, min(size) as small,
          count(size_dive) as n_dive, sum(size_dive) as cum_dive, min(size_dive) as small_dive
   from contrib group by all
 ),
-score as (  -- every member outside per_path counts once: cumulative = smallest = its size
+sizes as (  -- sizes, and the bytes of every member outside per_path, which counts once
+            -- (cumulative = smallest = its size): all file bytes less those at multi paths
+  select a.image_id, a.size, a.user_size, a.nondir - coalesce(b.nondir, 0) as leaf_bytes
+  from (select image_id, sum(size) as size,
+               coalesce(sum(size) filter (where position > 0), 0) as user_size,
+               coalesce(sum(size) filter (where whiteout = 'none' and type <> 'dir'), 0) as nondir
+        from m group by image_id) a
+  left join (select image_id, sum(size) as nondir from m semi join multi using (image_id, k1, k2)
+             where whiteout = 'none' and type <> 'dir' group by image_id) b using (image_id)
+),
+score as (
   select s.image_id, s.leaf_bytes + coalesce(p.cum, 0) as cum,
          s.leaf_bytes + coalesce(p.small, 0) as small,
          s.leaf_bytes + coalesce(p.cum_dive, 0) as cum_dive,
          s.leaf_bytes + coalesce(p.small_dive, 0) as small_dive,
          coalesce(p.wasted_dive, 0) as wasted_dive, coalesce(p.inefficient, 0) as inefficient_paths
-  from (select x.image_id, coalesce(sum(m.size), 0) as leaf_bytes
-        from (select distinct image_id from m) x
-        left join (m anti join multi using (image_id, key)) on m.image_id = x.image_id
-          and m.whiteout = 'none' and m.type <> 'dir' group by all) s
+  from sizes s
   left join (select image_id, sum(cum) as cum, sum(small) as small, sum(cum_dive) as cum_dive,
                     sum(small_dive) as small_dive,
                     sum(cum_dive) filter (where n_dive >= 2) as wasted_dive,
                     count(*) filter (where n >= 2) as inefficient
              from per_path group by all) p using (image_id)
-),
-sizes as (
-  select image_id, sum(size) as size, coalesce(sum(size) filter (where position > 0), 0)
-         as user_size
-  from m group by all
 ),
 waste as (
   select image_id, sum(size) as wasted, count(*) as hidden from hid
@@ -166,9 +165,9 @@ select i.name as image, i.id as image_id, i.layer_count as layers,
             then c.wasted_dive::double / s.user_size::double end as wasted_user_percent_dive,
        coalesce(c.inefficient_paths, 0) as inefficient_paths,
        coalesce(w.hidden, 0) as hidden_entries
-from images i
-left join sizes s on s.image_id = i.id
-left join score c on c.image_id = i.id
-left join waste w on w.image_id = i.id
+from images i join ims x on x.id = i.id
+left join sizes s on s.image_id = x.iid
+left join score c on c.image_id = x.iid
+left join waste w on w.image_id = x.iid
 where :image is null or i.id = :image
 order by i.name, i.id

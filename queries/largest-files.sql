@@ -10,27 +10,18 @@ with cut as (  -- the :limit-th largest size of each image: nothing smaller can 
     select image_id, size from fs
     where not :hidden::boolean and type = 'file' and (:image is null or image_id = :image)
     union all  -- with -p hidden 1: every file member of the image's layers
-    select il.image_id, f.size from image_layers il join files f on f.layer = il.diff_id
-    where :hidden::boolean and f.type = 'file' and f.whiteout = 'none'
-      and (:image is null or il.image_id = :image))
+    select image_id, size from members
+    where :hidden::boolean and type = 'file' and whiteout = 'none' and idx >= 0
+      and (:image is null or image_id = :image))
   group by image_id
 ),
-visible as (
+hits as (  -- the merged filesystem, and with :hidden the members it does not show
   select v.image, v.image_id, v.position, v.idx, v.path, v.size, v.mode, v.uid, v.gid,
-         v.sha256, 'visible' as status
-  from fs v join cut c on c.image_id = v.image_id
-  where v.type = 'file' and (v.size >= c.least_size or :limit is null)
-),
-hidden as (  -- members of the image's layers that upper layers shadow or delete
-  select il.image, il.image_id, il.position, v.idx, v.path, v.size, v.mode, v.uid, v.gid,
-         v.sha256, 'hidden' as status
-  from image_layers il join files v on v.layer = il.diff_id join cut c on c.image_id = il.image_id
-  where :hidden::boolean and v.whiteout = 'none' and v.type = 'file'
+         v.sha256, case when v.visible then 'visible' else 'hidden' end as status
+  from members v join cut c on c.image_id = v.image_id
+  where v.type = 'file' and (v.visible or (:hidden::boolean and v.whiteout = 'none'))
     and (v.size >= c.least_size or :limit is null)
-    and not exists (select 1 from visible s where s.image_id = il.image_id
-                    and s.position = il.position and s.idx = v.idx)
-),
-hits as (select * from visible union all select * from hidden)
+)
 select image, path, size, printf('%04o', mode) as mode, uid, gid, position, status, sha256
 from hits
 qualify :limit is null

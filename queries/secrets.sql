@@ -9,20 +9,18 @@
 -- Example: layerdb report secrets -p hidden 1
 -- @param image null
 -- @param hidden 0
-with candidates as (  -- regular files and hardlinks: every visible one, and with :hidden
-                     -- every member of the image's layers (hidden ones sorted out below)
-  select v.image, v.image_id, v.position, v.idx, v.layer, v.path, v.name, v.type, v.size, v.mode,
-         v.uid, v.gid, v.uname, v.gname, v.linkname, v.sha256, v.xattrs, 'visible' as status
-  from fs v
-  where (:image is null or v.image_id = :image) and v.type in ('file', 'hardlink')
+with candidates as (  -- regular files and hardlinks: the merged filesystem, and with :hidden
+                     -- the members it does not show
+  select image, image_id, position, idx, layer, path, name, type, size, mode, uid, gid,
+         uname, gname, linkname, sha256, xattrs, 'visible' as status
+  from fs where (:image is null or image_id = :image) and type in ('file', 'hardlink')
   union all
-  select il.image, il.image_id, il.position, v.idx, v.layer, v.path, v.name, v.type, v.size,
-         v.mode, v.uid, v.gid, v.uname, v.gname, v.linkname, v.sha256, v.xattrs, 'hidden'
-  from image_layers il join files v on v.layer = il.diff_id
-  where :hidden::boolean and (:image is null or il.image_id = :image) and v.whiteout = 'none'
-    and v.type in ('file', 'hardlink')
+  select image, image_id, position, idx, layer, path, name, type, size, mode, uid, gid,
+         uname, gname, linkname, sha256, xattrs, 'hidden'
+  from members where :hidden::boolean and not visible and whiteout = 'none'
+    and (:image is null or image_id = :image) and type in ('file', 'hardlink')
 ),
-named as materialized (  -- the names that look like keys and credentials
+hits as (  -- the names that look like keys and credentials
   select * from candidates v
   where (
       v.name in ('id_rsa', 'id_dsa', 'id_ecdsa', 'id_ed25519', 'id_ecdsa_sk', 'id_ed25519_sk',
@@ -39,13 +37,6 @@ named as materialized (  -- the names that look like keys and credentials
       or v.path like '/etc/pki/ca-trust/%' or v.path like '/etc/pki/tls/certs/%'
       or v.path like '/usr/local/share/ca-certificates/%' or v.path like '/etc/ca-certificates/%'
       or v.path like '%/certifi/cacert.pem'))
-),
-hits as (  -- a hidden hit is a member the merged view does not show
-  select * from named where status = 'visible'
-  union all
-  select * from named h where status = 'hidden'
-    and not exists (select 1 from named s where s.status = 'visible'
-                    and s.image_id = h.image_id and s.position = h.position and s.idx = h.idx)
 )
 select image, path,
        case

@@ -9,26 +9,39 @@
 -- Example: layerdb report similar-images -p limit 10
 -- @param image null
 -- @param limit 50
-with c as (  -- each image's distinct contents, and one layer that provides each
-  select image_id, sha256, any_value(size) as size, min(content_layer) as layer
-  from fs where type = 'file' and sha256 is not null and size > 0
-  group by image_id, sha256
+with ims as (  -- images and layers as small integers, in id order (compact join keys)
+  select id, (row_number() over (order by id))::integer as iid from images
 ),
-tot as (select image_id, sum(size) as bytes from c group by image_id),
-carried as (select distinct image_id, diff_id from image_layers),
+lds as (select diff_id, (row_number() over (order by diff_id))::integer as lid from layers),
+c as (  -- each image's distinct contents (keyed by the first 128 bits of their sha256), and
+        -- one layer that provides each
+  select i.iid, ('0x' || substr(f.sha256, 1, 16))::ubigint as h1,
+         ('0x' || substr(f.sha256, 17, 16))::ubigint as h2,
+         any_value(f.size) as size, min(l.lid) as layer
+  from fs f join ims i on i.id = f.image_id join lds l on l.diff_id = f.content_layer
+  where f.type = 'file' and f.sha256 is not null and f.size > 0
+  group by all
+),
+tot as (select iid, sum(size) as bytes from c group by iid),
+carried as (
+  select distinct i.iid, l.lid, il.diff_id from image_layers il
+  join ims i on i.id = il.image_id join lds l on l.diff_id = il.diff_id
+),
+me as (select iid from ims where id = :image),
 pairs as (
-  select a.image_id as a, b.image_id as b, sum(a.size) as common,
-         coalesce(sum(a.size) filter (where l.diff_id is null), 0) as unshared
-  from c a join c b on a.sha256 = b.sha256 and a.image_id < b.image_id
-  left join carried l on l.image_id = b.image_id and l.diff_id = a.layer
-  where :image is null or a.image_id = :image or b.image_id = :image
+  select a.iid as a, b.iid as b, sum(a.size) as common,
+         coalesce(sum(a.size) filter (where l.lid is null), 0) as unshared
+  from c a join c b on a.h1 = b.h1 and a.h2 = b.h2 and a.iid < b.iid
+  left join carried l on l.iid = b.iid and l.lid = a.layer
+  where :image is null or a.iid in (select iid from me) or b.iid in (select iid from me)
   group by all
 ),
 layers as (
-  select a.image_id as a, b.image_id as b, count(distinct a.diff_id) as n
-  from carried a join carried b on a.diff_id = b.diff_id and a.image_id < b.image_id
+  select a.iid as a, b.iid as b, count(distinct a.diff_id) as n
+  from carried a join carried b on a.diff_id = b.diff_id and a.iid < b.iid
   group by all
-)
+),
+named as (select i.iid, m.id, m.name from ims i join images m on m.id = i.id)
 select ia.name as image_a, ib.name as image_b, p.common::bigint as common_bytes,
        p.common::double / (ta.bytes + tb.bytes - p.common)::double as share,
        p.common::double / ta.bytes::double as share_a,
@@ -36,8 +49,8 @@ select ia.name as image_a, ib.name as image_b, p.common::bigint as common_bytes,
        coalesce(l.n, 0) as shared_layers, p.unshared::bigint as unshared_common_bytes,
        ta.bytes::bigint as bytes_a, tb.bytes::bigint as bytes_b
 from pairs p
-join tot ta on ta.image_id = p.a join tot tb on tb.image_id = p.b
-join images ia on ia.id = p.a join images ib on ib.id = p.b
+join tot ta on ta.iid = p.a join tot tb on tb.iid = p.b
+join named ia on ia.iid = p.a join named ib on ib.iid = p.b
 left join layers l on l.a = p.a and l.b = p.b
 order by share desc, common_bytes desc, image_a, image_b
 limit coalesce(:limit, 9223372036854775807)

@@ -84,16 +84,6 @@ def test_every_report_has_help_an_example_and_runs(cat: str) -> None:
         assert cols, r.name
 
 
-def test_shared_stack_block_is_the_same_in_every_report_that_uses_it() -> None:
-    def block(name: str) -> str:
-        text = (reports.queries_dir() / f"{name}.sql").read_text()
-        return text[text.index("-- stack: begin"):text.index("-- stack: end")]
-
-    first = block("efficiency")
-    assert len(first) > 2000
-    assert block("efficiency-paths") == first and block("history") == first
-
-
 def test_colon_after_a_name_number_or_bracket_is_a_slice_not_a_parameter() -> None:
     sql, names = reports._convert("select l[1:n], l[a:b], x[:y] from t where v = :v", "t")
     assert names == ["y", "v"]
