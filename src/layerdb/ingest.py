@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from .compression import open_decompressed
 from .digest import Digest, HashingReader
 from .errors import CorruptLayer, DigestMismatch, LayerdbError, NoSpace, SourceError, is_disk_full
-from .model import LAYER_TYPES, Blob, Image, LayerRef, familiar_ref
+from .model import LAYER_TYPES, Blob, FileSegment, Image, LayerRef, familiar_ref
 from .sources import SourceOptions, expand, is_stream, open_source, recorded_source
 from .store import LayerWriter
 
@@ -304,7 +304,7 @@ def ingest(paths: Iterable[str], catalog_root: str | None = None, jobs: int | No
         paths = list(paths)
         opts = options or SourceOptions()
         if any(is_stream(p) for p in paths):  # members the cache holds are not spooled
-            opts = replace(opts, cached_blobs=lambda: _cached_blobs(root))
+            opts = replace(opts, cached_blobs=lambda: _cached_blobs(layout))
         for path, err in expand(paths, opts):
             res = ArchiveResult(path)
             results.append(res)
@@ -352,6 +352,19 @@ def _all_known(plans: list[_Plan], layout: Any) -> bool:
         if any(l.digest is not None and str(l.digest) not in blobs for l in img.layers):
             return False
     return True
+
+
+def _cached_blobs(layout: Any) -> frozenset[str]:
+    """Blob digests whose layers the catalog holds (from its lookup index; empty if none)."""
+    from .catalog.lookupindex import LookupIndex
+
+    idx = LookupIndex.open(layout)
+    if idx is None:
+        return frozenset()
+    try:
+        return frozenset(idx.known()[1])
+    finally:
+        idx.close()
 
 
 def _open_plan(res: ArchiveResult, run_tmp: str, options: SourceOptions | None = None) -> _Plan:
@@ -424,6 +437,8 @@ class _Run:
                     # before it is recorded (and every blob with --verify)
                     if l.digest is None or (str(l.digest) in self.known.blobs and not self.verify):
                         continue
+                    if not self.verify and not isinstance(l.blob, FileSegment):
+                        continue  # a network blob of a cached layer is not fetched (nor recorded)
                     key = str(l.digest)
                     if key not in plan.waits:
                         if key not in self.checks:

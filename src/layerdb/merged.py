@@ -74,7 +74,8 @@ class FsEntry:
             content_layer=row.get("content_layer"), content_offset=row.get("content_offset"),
             sha256=sha, devmajor=row.get("devmajor"), devminor=row.get("devminor"),
             position=int(row["position"]) if row.get("position") is not None else -1,
-            sparse=tuple((int(a), int(b)) for a, b in sparse))
+            sparse=tuple((int(x["offset"]), int(x["length"])) if isinstance(x, dict)
+                         else (int(x[0]), int(x[1])) for x in sparse))
 
 
 class MergedView(Protocol):

@@ -35,6 +35,7 @@ FILE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("gname", "VARCHAR"), ("mtime", "BIGINT"), ("linkname", "VARCHAR"), ("offset_data", "BIGINT"),
     ("sha256", "VARCHAR"), ("whiteout", "VARCHAR"), ("hides", "VARCHAR"),
     ("xattrs", "MAP(VARCHAR, BLOB)"), ("devmajor", "INTEGER"), ("devminor", "INTEGER"),
+    ("sparse", "STRUCT(\"offset\" BIGINT, length BIGINT)[]"),
 )
 MEMBER_COLUMNS: tuple[tuple[str, str], ...] = (
     ("image_id", "VARCHAR"), ("position", "INTEGER"), ("visible", "BOOLEAN"),

@@ -77,7 +77,8 @@ class FastView:
 
     def _entry(self, fate: FateFile, position: int, diff_id: str, i: int,
                r: dict[str, Any]) -> FsEntry:
-        layer, offset, size, sha = diff_id, r["offset"], r["size"], r["sha256"]
+        layer: str | None = diff_id
+        offset, size, sha = r["offset"], r["size"], r["sha256"]
         sparse = r["sparse"]
         if r["type"] == "hardlink":
             t = fate.links.get((position, i))

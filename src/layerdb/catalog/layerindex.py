@@ -122,7 +122,7 @@ class LayerIndex:
         for name, (off, length) in header["sections"].items():
             mv = view[base + off: base + off + length]
             fmt = _FIXED.get(name) or ("q" if name.endswith(".off") else None)
-            self._s[name] = mv.cast(fmt) if fmt else mv
+            self._s[name] = mv.cast(fmt) if fmt else mv  # type: ignore[call-overload]
         self._order = self._s["order"]
         self._koff = self._s["key.off"]
         self._kdata = self._s["key"]
