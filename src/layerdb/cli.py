@@ -24,7 +24,7 @@ from .cli_options import (
     existing_catalog,
     platform_hint,
 )
-from .errors import LayerdbError
+from .errors import LayerdbError, error_line
 
 
 @click.group(context_settings=CONTEXT)
@@ -359,7 +359,7 @@ def extract(path: str | None, entrypoint: bool, image: str | None, platform: str
     finally:
         finish()
     for w in res.warnings:
-        click.echo(f"layerdb: warning: {printable(w)}", err=True)
+        click.echo(f"layerdb: warning: {error_line(w)}", err=True)
     if to_file and not quiet:
         where = f" (layer {res.layer})" if res.layer is not None else ""
         click.echo(printable(f"{res.image.name}:{res.path}{where} -> {res.output} "
@@ -453,7 +453,7 @@ def slim(image: str | None, platform: str | None, output: str | None, fmt: str, 
               compression=compression, dry_run=dry_run, force=force)
     p = res.plan
     for w in p.warnings:
-        click.echo(f"layerdb: warning: {w}", err=True)
+        click.echo(f"layerdb: warning: {error_line(w)}", err=True)
     if dry_run:
         _render(["path", "type", "size", "reason"], p.rows(), list_fmt)
         click.echo(f"{p.image.name}: would keep {len(p.kept)} paths, {human_bytes(p.kept_bytes)} of "
@@ -600,9 +600,9 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(2)
         _show(e)
         sys.exit(2)
-    except SystemExit:
+    except SystemExit as e:
         # click turns EPIPE on stdout into a silent exit 1 (and wraps stdout); end as cat does
-        if type(sys.stdout).__name__ == "PacifyFlushWrapper":
+        if type(sys.stdout).__name__ == "PacifyFlushWrapper" or (e.code and _stdout_gone()):
             _closed_pipe()
         raise
     except click.ClickException as e:
@@ -638,6 +638,18 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:
         _closed_pipe()
     sys.exit(0)
+
+
+def _stdout_gone() -> bool:
+    """Whether stdout is a pipe whose reader has gone (poll says POLLERR)."""
+    import select
+
+    try:
+        p = select.poll()
+        p.register(1, select.POLLOUT)
+        return any(ev & select.POLLERR for _, ev in p.poll(0))
+    except (OSError, ValueError):
+        return False
 
 
 def _error_text(e: BaseException) -> tuple[str, bool]:

@@ -356,9 +356,10 @@ def _all_known(plans: list[_Plan], layout: Any) -> bool:
 
 def _cached_blobs(layout: Any) -> frozenset[str]:
     """Blob digests whose layers the catalog holds (from its lookup index; empty if none)."""
+    from .catalog.layout import Layout
     from .catalog.lookupindex import LookupIndex
 
-    idx = LookupIndex.open(layout)
+    idx = LookupIndex.open(Layout.at(layout) if isinstance(layout, str) else layout)
     if idx is None:
         return frozenset()
     try:
