@@ -131,11 +131,7 @@ def read_layer(job: LayerJob) -> LayerResult:
             hashed.drain()
         finally:
             raw.close()
-        expected = job.blob.size()
-        if expected >= 0 and hashed.bytes_read != expected:
-            raise CorruptLayer(f"{job.what}: truncated blob")
-        if job.digest is not None:
-            hashed.verify(job.digest)
+        _check_blob(job, hashed)
         writer.finish(job.diff_id)
         layerindex.write(parquet_tmp, index_tmp)
         packages_tmp = scan_layer(parquet_tmp, writer.tmp_path, job.diff_id, job.staging)
@@ -161,6 +157,15 @@ def read_layer(job: LayerJob) -> LayerResult:
         parquet_tmp=parquet_tmp, index_tmp=index_tmp, packages_tmp=packages_tmp)
 
 
+def _check_blob(job: LayerJob, hashed: HashingReader) -> None:
+    """The blob was read whole and hashes to the digest that names it."""
+    expected = job.blob.size()
+    if expected >= 0 and hashed.bytes_read != expected:
+        raise CorruptLayer(f"{job.what}: truncated blob")
+    if job.digest is not None:
+        hashed.verify(job.digest)
+
+
 def verify_blob(job: LayerJob) -> LayerResult:
     """Check a blob of a layer the cache holds already: its digest, and that it unpacks to
     the layer's diff_id. Nothing is stored. Runs in a worker process."""
@@ -180,11 +185,7 @@ def verify_blob(job: LayerJob) -> LayerResult:
             hashed.drain()
         finally:
             raw.close()
-        expected = job.blob.size()
-        if expected >= 0 and hashed.bytes_read != expected:
-            raise CorruptLayer(f"{job.what}: truncated blob")
-        if job.digest is not None:
-            hashed.verify(job.digest)
+        _check_blob(job, hashed)
         got = Digest.from_hex(h.hexdigest())
         if got != job.diff_id:
             raise DigestMismatch(f"{job.what}: the blob unpacks to {got}, not to the layer's "
