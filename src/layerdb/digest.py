@@ -46,28 +46,31 @@ class Digest:
 
 
 class HashingReader:
-    """Wraps a binary stream; hashes and counts every byte read through it.
+    """Wraps a binary stream; hashes and counts every byte read through it (only counts,
+    with ``hashing=False``: for a caller that hashes the same bytes elsewhere).
 
     ``verify(expected)`` raises ``DigestMismatch`` naming ``what`` when the bytes differ.
     """
 
-    def __init__(self, raw: BinaryIO, what: str = "blob") -> None:
+    def __init__(self, raw: BinaryIO, what: str = "blob", hashing: bool = True) -> None:
         self._raw = raw
-        self._h = hashlib.sha256()
+        self._h = hashlib.sha256() if hashing else None
         self.bytes_read = 0
         self.what = what
 
     def read(self, n: int = -1) -> bytes:
         data = self._raw.read(n)
         if data:
-            self._h.update(data)
+            if self._h is not None:
+                self._h.update(data)
             self.bytes_read += len(data)
         return data
 
     def readinto(self, b) -> int:  # type: ignore[no-untyped-def]
         n = self._raw.readinto(b)  # type: ignore[attr-defined]
         if n:
-            self._h.update(memoryview(b)[:n])
+            if self._h is not None:
+                self._h.update(memoryview(b)[:n])
             self.bytes_read += n
         return n
 
@@ -79,6 +82,8 @@ class HashingReader:
             pass
 
     def digest(self) -> Digest:
+        if self._h is None:
+            raise ValueError("a HashingReader made with hashing=False has no digest")
         return Digest.from_hex(self._h.hexdigest())
 
     def verify(self, expected: Digest) -> None:

@@ -106,34 +106,50 @@ def _decode_errors() -> tuple[type[BaseException], ...]:
 
 
 def read_layer(job: LayerJob) -> LayerResult:
-    """Read one layer blob: verify, store (staged) and index it. Runs in a worker process."""
-    import pyarrow.parquet as pq
+    """Read one layer blob: verify, store (staged) and index it. Runs in a worker process.
 
+    One pass over the blob: it is hashed (its digest) and decompressed; the tar goes to the
+    store's writer (which hashes it, the diff_id, and compresses frames on its own thread)
+    and to the indexer, whose batches go to the Parquet file and layer index on another
+    thread. An uncompressed blob is its tar, so the store's hash is its digest as well and
+    it is not hashed twice."""
     from .catalog import layerindex
+    from .catalog.parquet import BackgroundWriter, use_system_allocator
+    from .compression import NONE, decompressor, sniff
     from .packages.scan import scan_layer
     from .tarindex import SCHEMA, LayerStats, index_layer
+
+    use_system_allocator()
 
     writer = LayerWriter(job.staging)
     fd, parquet_tmp = tempfile.mkstemp(dir=job.staging, suffix=".parquet.tmp")
     os.close(fd)
     index_tmp = parquet_tmp[:-len(".parquet.tmp")] + ".idx.tmp"
     stats = LayerStats()
+    index = layerindex.Builder(index_tmp)
+    sink: BackgroundWriter | None = None
+    kind = "layer"
     try:
         raw = job.blob.open()
         try:
-            hashed = HashingReader(raw, job.what)
-            kind, stream = open_decompressed(hashed)  # type: ignore[arg-type]
+            kind, head = sniff(raw)
+            hashed = HashingReader(head, job.what, hashing=kind != NONE)
+            stream = decompressor(kind, hashed)  # type: ignore[arg-type]
             tee = _Tee(stream, writer.write)
-            with pq.ParquetWriter(parquet_tmp, SCHEMA, compression="zstd") as pw:
-                for batch in index_layer(tee, str(job.diff_id), stats):  # type: ignore[arg-type]
-                    pw.write_batch(batch)
+            sink = BackgroundWriter(parquet_tmp, SCHEMA, also=index.add)
+            for batch in index_layer(tee, str(job.diff_id), stats):  # type: ignore[arg-type]
+                sink.put(batch)
+            sink.close()
             tee.drain()
             hashed.drain()
         finally:
             raw.close()
-        _check_blob(job, hashed)
-        writer.finish(job.diff_id)
-        layerindex.write(parquet_tmp, index_tmp)
+        diff_id = writer.finish()
+        digest = hashed.digest() if kind != NONE else diff_id
+        _check_blob(job, hashed.bytes_read, digest)
+        if diff_id != job.diff_id:
+            raise DigestMismatch(f"layer {job.diff_id}: uncompressed content hashes to {diff_id}")
+        index.finish()
         packages_tmp = scan_layer(parquet_tmp, writer.tmp_path, job.diff_id, job.staging)
     except LayerdbError as e:
         writer.abort()
@@ -150,20 +166,27 @@ def read_layer(job: LayerJob) -> LayerResult:
         if is_disk_full(e):  # a write failed: not the layer's fault
             raise NoSpace(f"{job.what}: writing to {job.staging}: no space left on device") from e
         raise CorruptLayer(f"{job.what}: truncated or corrupt {kind_name(job)} data: {e}") from e
+    finally:
+        if sink is not None:
+            try:
+                sink.close()
+            except BaseException:  # noqa: BLE001 - the first error is the one raised
+                pass
+        index.abort()  # its spill files (after finish: nothing left to remove)
     return LayerResult(
-        diff_id=job.diff_id, digest=hashed.digest(), compressed_size=hashed.bytes_read,
+        diff_id=job.diff_id, digest=digest, compressed_size=hashed.bytes_read,
         size=writer.size, stored_size=writer.stored_size, member_count=stats.members,
         file_bytes=stats.file_bytes, compression=kind, store_tmp=writer.tmp_path,
         parquet_tmp=parquet_tmp, index_tmp=index_tmp, packages_tmp=packages_tmp)
 
 
-def _check_blob(job: LayerJob, hashed: HashingReader) -> None:
-    """The blob was read whole and hashes to the digest that names it."""
+def _check_blob(job: LayerJob, size: int, digest: Digest) -> None:
+    """The blob was read whole (``size`` bytes) and hashes to the digest that names it."""
     expected = job.blob.size()
-    if expected >= 0 and hashed.bytes_read != expected:
+    if expected >= 0 and size != expected:
         raise CorruptLayer(f"{job.what}: truncated blob")
-    if job.digest is not None:
-        hashed.verify(job.digest)
+    if job.digest is not None and digest != job.digest:
+        raise DigestMismatch(f"{job.what}: digest mismatch: expected {job.digest}, got {digest}")
 
 
 def verify_blob(job: LayerJob) -> LayerResult:
@@ -185,7 +208,7 @@ def verify_blob(job: LayerJob) -> LayerResult:
             hashed.drain()
         finally:
             raw.close()
-        _check_blob(job, hashed)
+        _check_blob(job, hashed.bytes_read, hashed.digest())
         got = Digest.from_hex(h.hexdigest())
         if got != job.diff_id:
             raise DigestMismatch(f"{job.what}: the blob unpacks to {got}, not to the layer's "

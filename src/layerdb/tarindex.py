@@ -32,6 +32,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from . import sparse as _sparse
 from .errors import CorruptLayer
@@ -318,9 +319,11 @@ class _Batch:
     def __init__(self, layer: str, first: int) -> None:
         self.layer = layer
         self.first = first  # idx of the first row
-        self.paths: list[bytes] = []  # normalised raw paths
+        self.rows = 0
+        self.paths: list[bytes] = []  # normalised raw paths of the rows not yet in a chunk
+        self.path_chunks: list[pa.Array] = []  # earlier rows' paths (binary), in order
         self.offsets = array("q")  # offset_data
-        self.shas: list[str | None] = []
+        self.shas: list[bytes | None] = []  # raw sha256 digests
         self.hdrs = bytearray()  # each member's own 512-byte header
         self.links: dict[int, bytes] = {}  # raw link targets (hardlinks: normalised)
         self.kind: dict[int, int] = {}
@@ -335,7 +338,21 @@ class _Batch:
         self.sparse: dict[int, list[tuple[int, int]]] = {}
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return self.rows
+
+    def add_paths(self, chunk: pa.Array) -> None:
+        """Append the paths of rows the hot loop took, as one binary array."""
+        if self.paths:
+            self.path_chunks.append(pa.array(self.paths, pa.binary()))
+            self.paths = []
+        self.path_chunks.append(chunk)
+
+    def path_column(self) -> pa.Array:
+        """Every row's normalised raw path, in order (binary)."""
+        chunks = self.path_chunks + ([pa.array(self.paths, pa.binary())] if self.paths else [])
+        if not chunks:
+            return pa.array([], pa.binary())
+        return chunks[0] if len(chunks) == 1 else pa.concat_arrays(chunks)
 
     def _fail(self, row: int, problem: str) -> CorruptLayer:
         at = self.hoff.get(row, self.offsets[row] - _BLOCK)
@@ -423,11 +440,12 @@ class _Batch:
             d[~dev] = 0
             devcols.append(pa.array(self._ids(d, {}, what), pa.int32(), mask=~dev))
 
-        paths = self.paths
+        binary = self.path_column()
         try:
-            path = pa.array(paths, pa.string())
+            path = binary.cast(pa.string())
             raw = pa.nulls(n, pa.binary())
         except (pa.ArrowInvalid, UnicodeDecodeError):
+            paths = binary.to_pylist()
             disp = [_display(p) for p in paths]
             path = pa.array(disp, pa.string())
             raw = pa.array([None if d.encode("utf-8", "surrogatepass") == p else p
@@ -453,7 +471,7 @@ class _Batch:
             pa.array(mtime),
             links,
             pa.array(np.frombuffer(self.offsets, np.int64)),
-            pa.array(self.shas, pa.string()),
+            _hex_column(self.shas),
             whiteout, hides,
             pa.array([self.xattrs.get(i) for i in range(n)], xtype) if self.xattrs else pa.nulls(n, xtype),
             devcols[0], devcols[1],
@@ -489,9 +507,65 @@ class _Batch:
         return col
 
 
+_HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
+
+
+def _hex_column(digests: list[bytes | None]) -> pa.Array:
+    """Raw 32-byte digests (None: null) as a column of 64-character lowercase hex strings."""
+    n = len(digests)
+    missing = [i for i, d in enumerate(digests) if d is None]
+    if missing:
+        zero = bytes(32)
+        raw = b"".join(zero if d is None else d for d in digests)
+    else:
+        raw = b"".join(digests)  # type: ignore[arg-type]
+    D = np.frombuffer(raw, np.uint8).reshape(n, 32)
+    out = np.empty((n, 64), np.uint8)
+    out[:, 0::2] = _HEX[D >> 4]
+    out[:, 1::2] = _HEX[D & 15]
+    offsets = np.arange(0, 64 * n + 1, 64, dtype=np.int32)
+    valid = None
+    if missing:
+        mask = np.ones(n, bool)
+        mask[missing] = False
+        valid = pa.array(mask).buffers()[1]
+    return pa.Array.from_buffers(pa.string(), n, [valid, pa.py_buffer(offsets), pa.py_buffer(out)],
+                                 null_count=len(missing))
+
+
 def _override(v: np.ndarray, over: dict[int, int]) -> None:
     if over:
         v[np.fromiter(over.keys(), np.int64, len(over))] = np.fromiter(over.values(), np.int64, len(over))
+
+
+_NAME = 100
+
+
+def _fast_names(H: np.ndarray) -> tuple[pa.Array, int]:
+    """The hot loop's names, vectorised: ``/`` + the header's name field up to its first NUL,
+    one trailing ``/`` dropped. Returns them as a binary array and the number of leading rows
+    whose name is already normal (no ``//``, no ``/.``, not ending in ``/``): a row after that
+    must be read the careful way."""
+    N = H[:, :_NAME]
+    rows = len(N)
+    zero = N == 0
+    L = np.where(zero.any(axis=1), zero.argmax(axis=1), _NAME)  # name lengths (>= 1 here)
+    r = np.arange(rows)
+    L = L - (N[r, L - 1] == 47)  # one trailing '/' dropped
+    S = np.empty((rows, _NAME + 1), np.uint8)
+    S[:, 0] = 47
+    S[:, 1:] = N
+    keep = np.arange(_NAME + 1) < (L + 1)[:, None]
+    slash = S[:, :-1] == 47
+    nxt = S[:, 1:]
+    bad = (slash & ((nxt == 47) | (nxt == 46)) & keep[:, 1:]).any(axis=1)  # '//' or '/.'
+    bad |= S[r, L] == 47  # ends in '/' (a name of '/' or ending in '//')
+    good = int(bad.argmax()) if bad.any() else rows
+    lengths = (L + 1).astype(np.int32)
+    offsets = np.zeros(rows + 1, np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    data = S[keep]
+    return pa.Array.from_buffers(pa.binary(), rows, [None, pa.py_buffer(offsets), pa.py_buffer(data)]), good
 
 
 def _signed_sum(blk: bytes) -> int:
@@ -644,7 +718,9 @@ class _Indexer:
     def _flush(self) -> pa.RecordBatch:
         b = self.b
         self.b = _Batch(self.layer, self.idx)
-        return b.to_batch()
+        batch = b.to_batch()
+        self.stats.file_bytes += pc.sum(batch.column("size")).as_py() or 0
+        return batch
 
     def run(self) -> Iterator[pa.RecordBatch]:
         ended = False
@@ -665,22 +741,23 @@ class _Indexer:
 
     def _fast(self) -> None:
         """The hot loop: plain ustar/GNU members without extensions, whose header, data and
-        padding are all in the buffer and whose name needs no normalisation beyond a leading
-        ``/`` and a trailing ``/`` dropped. Stops at anything else; ``_member`` takes that.
-        Only the size is parsed here; the header's other fields, and the strict check of the
-        size, come a batch at a time (``_Batch.validate``)."""
+        padding are all in the buffer. Per member it parses only the size and hashes the data;
+        the name, the other fields and the strict checks come vectorised afterwards for the
+        whole run (``_fast_names``, ``_Batch.validate``). A member whose name needs more than a
+        leading ``/`` added and a trailing ``/`` dropped ends the run there; ``_member`` takes it."""
         rd, b = self.rd, self.b
         buf, p = rd.buf, rd.pos
         n = len(buf)
         room = self.batch_rows - len(b)
         if room <= 0 or self.idx == 0:  # the first member goes the careful way ("not a tar")
             return
-        paths, offsets, shas, hdrs, links = b.paths, b.offsets, b.shas, b.hdrs, b.links
-        row0 = len(paths)
-        base = rd.base
+        starts = array("q")
+        put = starts.append
+        shas: list[bytes | None] = []
+        sha = shas.append
+        links: dict[int, bytes] = {}
         fast, fast_data = _FAST, _FAST_DATA
         small, big = _small_sha256, hashlib.sha256
-        file_bytes = 0
         count = 0
         while count < room and p + _BLOCK <= n:
             t = buf[p + 156]
@@ -691,18 +768,11 @@ class _Indexer:
             except ValueError:
                 break
             q = p + _BLOCK
-            e = buf.find(0, p, q - 412)
-            s = b"/" + buf[p:e if e >= 0 else q - 412]
-            if s[-1] == 47:
-                s = s[:-1]
-            if b"//" in s or b"/." in s or s[-1] == 47:
-                break
             if t in fast_data:
                 nxt = q + ((size + 511) & ~511)
                 if nxt > n or size < 0:
                     break
-                shas.append((small if size <= 4096 else big)(buf[q:q + size]).hexdigest())
-                file_bytes += size
+                sha((small if size <= 4096 else big)(buf[q:q + size]).digest())
             else:
                 nxt = q
                 if t == 49 or t == 50:  # hardlink, symlink
@@ -713,16 +783,34 @@ class _Indexer:
                         if not link or b"//" in ls or b"/." in ls or ls[-1] == 47:
                             break
                         link = ls
-                    links[row0 + count] = link
-                shas.append(None)
-            paths.append(s)
-            offsets.append(base + q)
-            hdrs += buf[p:q]
+                    links[count] = link
+                sha(None)
+            put(p)
             p = nxt
             count += 1
+        if not count:
+            return
+        P = np.frombuffer(starts, np.int64)
+        H = np.lib.stride_tricks.sliding_window_view(np.frombuffer(buf, np.uint8), _BLOCK)[P]
+        names, good = _fast_names(H)
+        if good < count:  # roll back to the first member whose name needs the careful way
+            count = good
+            if not count:
+                return
+            p = int(P[count])
+            P, H, names = P[:count], H[:count], names[:count]
+            del shas[count:]
+            links = {i: v for i, v in links.items() if i < count}
+        row0 = len(b)
+        for i, v in links.items():
+            b.links[row0 + i] = v
+        b.add_paths(names)
+        b.shas += shas
+        b.offsets.frombytes((P + (rd.base + _BLOCK)).tobytes())
+        b.hdrs += H.tobytes()
+        b.rows += count
         rd.pos = p
         self.idx += count
-        self.stats.file_bytes += file_bytes
 
     def _fail(self, problem: str, at: int) -> CorruptLayer:
         return CorruptLayer(f"layer {self.layer}: member {self.idx}: {problem} (header at offset {at})")
@@ -896,8 +984,7 @@ class _Indexer:
                 for piece in _sparse.expand(rd.chunks(stored), regions, size):
                     h.update(piece)
                 b.sparse[row] = regions
-            sha = h.hexdigest()
-            self.stats.file_bytes += size
+            sha = h.digest()
         else:
             rd.skip(stored)
         pad = -(rd.offset - offset) % _BLOCK if kind == _FILE or stored else 0
@@ -910,6 +997,7 @@ class _Indexer:
         elif kind == _SYMLINK:
             b.links[row] = link
         b.paths.append(normalize_bytes(name))
+        b.rows += 1
         b.kind[row] = kind
         b.size[row] = size if kind == _FILE else 0
         b.offsets.append(offset)

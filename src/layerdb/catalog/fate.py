@@ -41,7 +41,9 @@ MEMBER_COLUMNS = ("idx", "path", "raw_path", "type", "whiteout", "linkname")
 
 def identity(path: pa.ChunkedArray | pa.Array, raw: pa.ChunkedArray | pa.Array) -> pa.Array:
     """The identity bytes of each member: its raw name when the name is not UTF-8, else the
-    UTF-8 bytes of its path."""
+    UTF-8 bytes of its path (a view of the path column's bytes when every name is UTF-8)."""
+    if raw.null_count == len(raw):
+        return pc.cast(path, pa.binary())
     return pc.coalesce(raw, pc.cast(path, pa.binary()))
 
 
@@ -109,12 +111,12 @@ def _read(path: str) -> pa.Table:
     return pq.read_table(path, columns=list(MEMBER_COLUMNS), read_dictionary=["type", "whiteout"])
 
 
-def _bisect(arr: pa.Array, k: bytes, right: bool = False) -> int:
-    """bisect over a sorted binary Arrow array without making a Python list of it."""
-    lo, hi = 0, len(arr)
+def _bisect(keys: pa.ChunkedArray, order: np.ndarray, k: bytes, right: bool = False) -> int:
+    """bisect over ``keys`` in the sorted ``order``, without a sorted copy or a Python list."""
+    lo, hi = 0, len(order)
     while lo < hi:
         mid = (lo + hi) // 2
-        v = arr[mid].as_py()
+        v = keys[int(order[mid])].as_py()
         if v < k or (right and v == k):
             lo = mid + 1
         else:
@@ -126,17 +128,18 @@ def compute(layers: Sequence[tuple[int, str, str]]) -> ImageFate:
     """The fate of every member of one image. ``layers``: (position, diff_id, path of the
     layer's files Parquet), base first."""
     tables = [_read(p) for _, _, p in layers]
+    pa.default_memory_pool().release_unused()  # the Parquet decoder's buffers
     counts = [t.num_rows for t in tables]
     n = sum(counts)
     pos = np.concatenate([np.full(c, p, dtype=np.int32) for (p, _, _), c in zip(layers, counts)]) \
         if n else np.zeros(0, dtype=np.int32)
     idx = np.concatenate([t.column("idx").to_numpy().astype(np.int32) for t in tables]) \
         if n else np.zeros(0, dtype=np.int32)
-    keys_l = [identity(t.column("path"), t.column("raw_path")) for t in tables]
-    keys = pa.chunked_array([k for ka in keys_l for k in (ka.chunks if isinstance(ka, pa.ChunkedArray) else [ka])],
-                            type=pa.binary()).combine_chunks() if n else pa.array([], pa.binary())
-    del keys_l
-    # the paths live on in ``keys``; what is left of the tables is small
+    # the identities, chunked as read: when names are UTF-8 they are views of the path
+    # columns, not copies (memory is one copy of the image's paths, plus one sorted copy)
+    keys = pa.chunked_array([c for t in tables
+                             for c in _chunks(identity(t.column("path"), t.column("raw_path")))],
+                            type=pa.binary())
     tables = [t.drop_columns(["path", "raw_path"]) for t in tables]
     wh = np.concatenate([_code(t.column("whiteout"), {"whiteout": 1, "opaque": 2}) for t in tables]) \
         if n else np.zeros(0, dtype=np.int8)
@@ -163,35 +166,30 @@ def compute(layers: Sequence[tuple[int, str, str]]) -> ImageFate:
         where = np.arange(n, dtype=np.int64)
         gs = list(gkeys_py)
         where[gs] = n + np.arange(len(gs))
-        gkeys = pa.concat_arrays([keys, pa.array([gkeys_py[g] for g in gs], pa.binary())]).take(
-            pa.array(where))
+        gkeys = pa.chunked_array([*keys.chunks, pa.array([gkeys_py[g] for g in gs], pa.binary())],
+                                 type=pa.binary()).take(pa.array(where))
 
     hidden_by = np.full(n, _NEVER, dtype=np.int32)
     kind = np.zeros(n, dtype=np.int8)
     visible = np.zeros(n, dtype=bool)
-    sk: pa.Array | None = None
-    order = np.zeros(0, dtype=np.int64)
+    order = np.zeros(0, dtype=np.int32)
     if n:
-        sort_tbl = pa.table({"k": gkeys, "p": pa.array(pos), "i": pa.array(idx)})
-        order = pc.sort_indices(sort_tbl, sort_keys=[("k", "ascending"), ("p", "ascending"),
-                                                     ("i", "ascending")]).to_numpy()
-        sk = gkeys.take(pa.array(order))
+        # members are concatenated by (position, idx) and the sort is stable, so equal keys
+        # stay in stack order without sorting on position and idx as well
+        order = pc.sort_indices(gkeys).to_numpy().astype(np.int32)
+        same = _same_as_next(gkeys, order)
         # opaque markers occupy no key: they never override anything
         not_opq = wh[order] != 2
-        same = np.zeros(n, dtype=bool)
-        if n > 1:
-            same[:-1] = np.asarray(pc.equal(sk.slice(0, n - 1), sk.slice(1)).to_numpy(
-                zero_copy_only=False), dtype=bool)
         # the next non-opaque member at the same key (opaque markers sort by their own key,
         # which no other member shares but another opaque marker; skip them as followers)
-        nxt = np.arange(1, n + 1)
-        has_next = same & not_opq & np.append(not_opq[1:], False)
-        sp = pos[order]
-        g_next = np.where(has_next, order[np.minimum(nxt, n - 1)], -1)
-        over = has_next
-        og = order[over]
-        hidden_by[og] = sp[np.minimum(nxt, n - 1)][over]
-        kind[og] = np.where(wh[g_next[over]] == 1, _K_WHITEOUT, _K_OVERRIDE)
+        over = same & not_opq & np.append(not_opq[1:], False)
+        del same, not_opq
+        at = np.flatnonzero(over)
+        del over
+        og, g_next = order[at], order[at + 1]
+        hidden_by[og] = pos[g_next]
+        kind[og] = np.where(wh[g_next] == 1, _K_WHITEOUT, _K_OVERRIDE)
+        del at, og, g_next
         # a non-directory over a lower directory (or over anything a lower layer put below
         # it) deletes that subtree
         parents_below: set[bytes] = set()
@@ -205,22 +203,23 @@ def compute(layers: Sequence[tuple[int, str, str]]) -> ImageFate:
                     hit = pc.is_in(ck, value_set=pa.array(list(parents_below), pa.binary()))
                     for g in cand[np.asarray(hit.to_numpy(zero_copy_only=False), dtype=bool)].tolist():
                         deletions.append((keys[g].as_py(), int(pos[g]), _K_ANCESTOR))
+            if li == len(layers) - 1:
+                break  # nothing lies above the top layer
             # the directories this layer puts (or implies) below everything above it
-            par = pc.unique(_parent_array(keys.slice(lo, hi - lo))).to_pylist()
-            for d in par:
-                if not d:
+            for par in _unique_parents(keys.slice(lo, hi - lo)):
+                if not par:
                     continue
-                parents_below.add(d)
-                parents_below.update(_ancestors(d))
+                parents_below.add(par)
+                parents_below.update(_ancestors(par))
             parents_below.discard(b"")
         # deletions hide what lies strictly below their prefix in lower layers
         if deletions:
             for prefix, p, k in deletions:
                 a, b = _under(prefix)
-                lo = _bisect(sk, a)
-                hi = _bisect(sk, b)
+                lo = _bisect(gkeys, order, a)
+                hi = _bisect(gkeys, order, b)
                 if prefix == b"/":
-                    lo = _bisect(sk, b"/", right=True)
+                    lo = _bisect(gkeys, order, b"/", right=True)
                 if hi <= lo:
                     continue
                 gs = order[lo:hi]
@@ -247,10 +246,38 @@ def compute(layers: Sequence[tuple[int, str, str]]) -> ImageFate:
         fate.layers.append(LayerFate(p, d, visible[lo:hi].copy(), hb, kind[lo:hi].copy()))
 
     if n:
-        _links(fate, tables, layers, keys, pos, idx, visible, is_link, order, gkeys, starts,
-               sk)
+        _links(fate, tables, layers, pos, idx, visible, is_link, order, gkeys, starts)
+        del gkeys
         _implied(fate, keys, pos, visible, is_dir)
     return fate
+
+
+def _same_as_next(keys: pa.ChunkedArray, order: np.ndarray) -> np.ndarray:
+    """For each place in the sorted ``order``: whether the next key is the same. The sorted
+    keys are gathered a slice at a time, never all at once."""
+    n = len(order)
+    same = np.zeros(n, dtype=bool)
+    for lo in range(0, n - 1, _STEP):
+        sk = keys.take(pa.array(order[lo:lo + _STEP + 1]))
+        m = len(sk) - 1
+        same[lo:lo + m] = np.asarray(pc.equal(sk.slice(0, m), sk.slice(1)).to_numpy(
+            zero_copy_only=False), dtype=bool)
+    return same
+
+
+def _chunks(a: pa.Array | pa.ChunkedArray) -> list[pa.Array]:
+    return a.chunks if isinstance(a, pa.ChunkedArray) else [a]
+
+
+_STEP = 1 << 18  # keys taken at a time where a derived copy of them would be large
+
+
+def _unique_parents(keys: pa.ChunkedArray) -> set[bytes]:
+    """The distinct parent directories of ``keys``, a slice of them at a time."""
+    out: set[bytes] = set()
+    for lo in range(0, len(keys), _STEP):
+        out.update(pc.unique(_parent_array(keys.slice(lo, _STEP))).to_pylist())
+    return out
 
 
 def _code(col: pa.ChunkedArray, codes: dict[str, int]) -> np.ndarray:
@@ -264,16 +291,13 @@ def _code(col: pa.ChunkedArray, codes: dict[str, int]) -> np.ndarray:
 
 
 def _links(fate: ImageFate, tables: list[pa.Table], layers: Sequence[tuple[int, str, str]],
-           keys: pa.Array, pos: np.ndarray, idx: np.ndarray, visible: np.ndarray,
-           is_link: np.ndarray, order: np.ndarray, gkeys: pa.Array, starts: np.ndarray,
-           sk: pa.Array | None) -> None:
+           pos: np.ndarray, idx: np.ndarray, visible: np.ndarray, is_link: np.ndarray,
+           order: np.ndarray, gkeys: pa.ChunkedArray, starts: np.ndarray) -> None:
     """Each visible hardlink's bytes: the newest regular file at its target, at or below the
     link (earlier in the same layer), as a runtime unpacking the layers in order links it."""
     vis_links = np.flatnonzero(visible & is_link)
     if not len(vis_links):
         return
-    if sk is None:
-        sk = gkeys.take(pa.array(order))
     layer_of = np.searchsorted(starts, np.arange(len(pos)), side="right") - 1
     extra: dict[int, pa.Table] = {}
 
@@ -289,8 +313,8 @@ def _links(fate: ImageFate, tables: list[pa.Table], layers: Sequence[tuple[int, 
         if not link:
             continue
         target = link.encode("utf-8", "surrogateescape")
-        lo = _bisect(sk, target)
-        hi = _bisect(sk, target, right=True)
+        lo = _bisect(gkeys, order, target)
+        hi = _bisect(gkeys, order, target, right=True)
         best = None
         for j in range(lo, hi):
             t = int(order[j])
@@ -312,24 +336,35 @@ def _links(fate: ImageFate, tables: list[pa.Table], layers: Sequence[tuple[int, 
             int(tt.column("size")[row].as_py() or 0), tt.column("sha256")[row].as_py())
 
 
-def _implied(fate: ImageFate, keys: pa.Array, pos: np.ndarray, visible: np.ndarray,
+def _implied(fate: ImageFate, keys: pa.ChunkedArray, pos: np.ndarray, visible: np.ndarray,
              is_dir: np.ndarray) -> None:
     """Directories that visible entries sit in but no visible member is: a runtime creates
     them (0755, root). Each gets the position of the lowest member below it. Any visible
     entry counts, not only a directory: a symlink or file that a hostile layer put members
-    below stays what it is (extract refuses to write through it)."""
+    below stays what it is (extract refuses to write through it). Parents are found a slice
+    of the keys at a time, so no copy of all the keys is made."""
     vis = np.flatnonzero(visible)
     if not len(vis):
         return
-    vkeys = keys.take(pa.array(vis))
-    par = pa.table({"k": _parent_array(vkeys), "p": pa.array(pos[vis])})
-    grouped = par.group_by("k").aggregate([("p", "min")])
-    gk = grouped.column("k")
-    # which parents are visible entries: hash the few parents, scan the many keys
-    hit = pc.is_in(vkeys, value_set=gk)
-    present = set(pc.unique(vkeys.filter(hit)).to_pylist())
-    missing = {k: p for k, p in zip(gk.to_pylist(), grouped.column("p_min").to_pylist())
-               if k and k not in present}
+    lowest: dict[bytes, int] = {}  # parent -> the lowest position of a visible entry in it
+    for lo in range(0, len(vis), _STEP):
+        sel = vis[lo:lo + _STEP]
+        par = pa.table({"k": _parent_array(keys.take(pa.array(sel))), "p": pa.array(pos[sel])})
+        grouped = par.group_by("k").aggregate([("p", "min")])
+        for k, p in zip(grouped.column("k").to_pylist(), grouped.column("p_min").to_pylist()):
+            if k and (k not in lowest or p < lowest[k]):
+                lowest[k] = p
+    if not lowest:
+        return
+
+    def present(cands: list[bytes]) -> set[bytes]:
+        """Which of ``cands`` are visible entries: hash the few candidates, scan the keys."""
+        vset = pa.array(cands, pa.binary())
+        hit = np.asarray(pc.is_in(keys, value_set=vset).to_numpy(zero_copy_only=False), dtype=bool)
+        return set(pc.unique(keys.filter(pa.array(hit & visible))).to_pylist())
+
+    seen = present(list(lowest))
+    missing = {k: p for k, p in lowest.items() if k not in seen}
     if not missing:
         return
     # their ancestors may be missing too: one membership test for all of them
@@ -338,8 +373,7 @@ def _implied(fate: ImageFate, keys: pa.Array, pos: np.ndarray, visible: np.ndarr
         for a in (k, *_ancestors(k)):
             if a and a != b"/":
                 cand[a] = min(p, cand.get(a, p))
-    ck = pa.array(list(cand), pa.binary())
-    seen = set(pc.unique(vkeys.filter(pc.is_in(vkeys, value_set=ck))).to_pylist())
+    seen = present(list(cand))
     fate.implied = {k: p for k, p in cand.items() if k not in seen}
 
 

@@ -2,8 +2,8 @@
 
 ``extract`` looks a few paths up in an image; importing duckdb or pyarrow costs more than the
 whole lookup. So each layer also gets ``files/<diff_id hex>.idx``: its members' columns as
-flat little-endian arrays (written vectorised from Arrow by ``write``), plus the order that
-sorts them by raw path, so a path is a binary search and a subtree a range.
+flat little-endian arrays (built from the indexer's Arrow batches by ``Builder``), plus the
+order that sorts them by raw path, so a path is a binary search and a subtree a range.
 
 Layout: ``LDBIDX02`` magic, a u64 header length, a JSON header naming each section's offset
 and length, then the sections. Numbers: int64 ``size mtime offset``, int32 ``mode uid gid
@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import mmap
 import os
+import shutil
 import struct
 from collections.abc import Iterator
 from typing import Any
@@ -27,80 +28,138 @@ _FIXED = {"size": "q", "mtime": "q", "offset": "q", "mode": "i", "uid": "i", "gi
 _VAR = ("key", "linkname", "uname", "gname", "sha256", "sparse")
 
 
-def write(parquet_path: str, out_path: str) -> None:
-    """Write the index of the layer whose members are in ``parquet_path``."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
+_SECTIONS = ("key.off", "key", "order", "type", "whiteout", "size", "mtime", "offset", "mode",
+             "uid", "gid", "devmajor", "devminor", "linkname.off", "linkname", "uname.off", "uname",
+             "gname.off", "gname", "sha256.off", "sha256", "sparse.off", "sparse")
+_INTS = (("size", "size", "q"), ("mtime", "mtime", "q"), ("offset", "offset_data", "q"),
+         ("mode", "mode", "i"), ("uid", "uid", "i"), ("gid", "gid", "i"),
+         ("devmajor", "devmajor", "i"), ("devminor", "devminor", "i"))
 
-    from .fate import identity
 
-    pf = pq.ParquetFile(parquet_path)
-    want = ["path", "raw_path", "type", "whiteout", "size", "mtime", "offset_data", "mode",
-            "uid", "gid", "devmajor", "devminor", "linkname", "uname", "gname", "sha256"]
-    has_sparse = "sparse" in pf.schema_arrow.names
-    t = pf.read(columns=want + (["sparse"] if has_sparse else []))
-    n = t.num_rows
-    sections: dict[str, bytes] = {}
+class Builder:
+    """Builds a layer's index from its member batches as the indexer yields them (``add``),
+    then writes it (``finish``). Each section is spilled to its own file as batches arrive, so
+    memory is one batch, not the layer; at the end the identity column is read back (mapped)
+    once to sort it, and the sections are joined into the index file."""
 
-    def ints(name: str, col: Any, fmt: str) -> None:
-        dt = {"q": np.int64, "i": np.int32, "B": np.uint8}[fmt]
-        arr = pc.fill_null(col, -1 if fmt != "B" else 0) if col.null_count else col
-        sections[name] = np.asarray(arr.to_numpy(zero_copy_only=False), dtype=dt).tobytes() if n else b""
+    def __init__(self, out_path: str) -> None:
+        self.out_path = out_path
+        self.tmp = out_path + ".tmp"
+        self.n = 0
+        self._files: dict[str, Any] = {}
+        self._ends: dict[str, int] = {name: 0 for name in _VAR}  # bytes so far, per var section
+        for name in _SECTIONS:
+            if name != "order":
+                self._files[name] = open(f"{self.tmp}.{name}", "w+b")
+        for name in _VAR:
+            self._files[name + ".off"].write(bytes(8))  # the first offset, 0
 
-    def codes(name: str, col: Any, names: tuple[str, ...]) -> None:
-        vals = col.to_numpy(zero_copy_only=False)
-        out = np.full(n, 255, dtype=np.uint8)
-        for i, v in enumerate(names):
-            out[vals == v] = i
-        sections[name] = out.tobytes()
+    def add(self, batch: Any) -> None:
+        """Append one record batch of the layer's members (``tarindex.SCHEMA``), in order."""
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
 
-    def var(name: str, col: Any) -> None:
-        arr = pc.fill_null(pc.cast(col, pa.large_binary()), b"") if n else pa.array([], pa.large_binary())
-        if isinstance(arr, pa.ChunkedArray):
-            arr = arr.combine_chunks()
-        bufs = arr.buffers()
-        offs = np.frombuffer(bufs[1], dtype=np.int64)[arr.offset:arr.offset + n + 1] if n \
-            else np.zeros(1, dtype=np.int64)
-        start, end = int(offs[0]), int(offs[-1])
-        sections[name + ".off"] = (offs - start).astype(np.int64).tobytes()
-        sections[name] = bytes(memoryview(bufs[2])[start:end]) if n and end > start else b""
+        from .fate import identity
 
-    key = identity(t.column("path"), t.column("raw_path"))
-    key = key.combine_chunks() if isinstance(key, pa.ChunkedArray) else key
-    var("key", key)
-    order = pc.sort_indices(key).to_numpy().astype(np.int32) if n else np.zeros(0, np.int32)
-    sections["order"] = order.tobytes()
-    codes("type", t.column("type"), TYPES)
-    codes("whiteout", t.column("whiteout"), WHITEOUTS)
-    for name, col, fmt in (("size", "size", "q"), ("mtime", "mtime", "q"),
-                           ("offset", "offset_data", "q"), ("mode", "mode", "i"),
-                           ("uid", "uid", "i"), ("gid", "gid", "i"),
-                           ("devmajor", "devmajor", "i"), ("devminor", "devminor", "i")):
-        ints(name, t.column(col), fmt)
-    for name in ("linkname", "uname", "gname", "sha256"):
-        var(name, t.column(name))
-    if has_sparse:
-        sp = [json.dumps(v, separators=(",", ":")).encode() if v else b""
-              for v in (([(d["offset"], d["length"]) for d in x] if x else None)
-                        for x in t.column("sparse").to_pylist())]
-        var("sparse", pa.array(sp, pa.large_binary()))
-    else:
-        sections["sparse.off"] = bytes(8 * (n + 1))
-        sections["sparse"] = b""
-    header: dict[str, Any] = {"n": n, "sections": {}}
-    offset = 0
-    for name, data in sections.items():
-        header["sections"][name] = [offset, len(data)]
-        offset += len(data)
-    head = json.dumps(header).encode()
-    tmp = out_path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(MAGIC + struct.pack("<Q", len(head)) + head)
-        for data in sections.values():
-            f.write(data)
-    os.replace(tmp, out_path)
+        n = batch.num_rows
+        if not n:
+            return
+        f = self._files
+
+        def var(name: str, arr: Any) -> None:
+            if arr.null_count == n:
+                f[name + ".off"].write(np.full(n, self._ends[name], np.int64).tobytes())
+                return
+            if not pa.types.is_large_binary(arr.type):
+                arr = pc.cast(arr, pa.large_binary())
+            offs = np.frombuffer(arr.buffers()[1], np.int64)[arr.offset:arr.offset + n + 1]
+            lens = np.diff(offs)
+            if arr.null_count:
+                valid = np.asarray(arr.is_valid())
+                if lens[~valid].any():  # a null slot with bytes behind it: copy the clean way
+                    arr = pc.fill_null(arr, b"")
+                    offs = np.frombuffer(arr.buffers()[1], np.int64)[arr.offset:arr.offset + n + 1]
+                    lens = np.diff(offs)
+            f[name].write(memoryview(arr.buffers()[2])[int(offs[0]):int(offs[-1])])
+            f[name + ".off"].write((np.cumsum(lens) + self._ends[name]).astype(np.int64).tobytes())
+            self._ends[name] += int(offs[-1] - offs[0])
+
+        def codes(name: str, arr: Any, values: tuple[str, ...]) -> None:
+            code = pc.fill_null(pc.index_in(arr, value_set=pa.array(values, pa.string())), 255)
+            f[name].write(code.to_numpy(zero_copy_only=False).astype(np.uint8).tobytes())
+
+        col = batch.column
+        var("key", identity(col("path"), col("raw_path")))
+        codes("type", col("type"), TYPES)
+        codes("whiteout", col("whiteout"), WHITEOUTS)
+        for name, c, fmt in _INTS:
+            a = col(c)
+            a = pc.fill_null(a, -1) if a.null_count else a
+            dt = {"q": np.int64, "i": np.int32}[fmt]
+            f[name].write(np.asarray(a.to_numpy(zero_copy_only=False), dtype=dt).tobytes())
+        for name in ("linkname", "uname", "gname", "sha256"):
+            var(name, col(name))
+        sp = col("sparse") if "sparse" in batch.schema.names else pa.nulls(n, pa.null())
+        if sp.null_count < n:  # only the sparse members are encoded (few, if any)
+            text: list[bytes | None] = [None] * n
+            for i in np.flatnonzero(np.asarray(sp.is_valid())):
+                v = sp[int(i)].as_py()
+                text[i] = json.dumps([(d["offset"], d["length"]) for d in v],
+                                     separators=(",", ":")).encode() if v else None
+            var("sparse", pa.array(text, pa.large_binary()))
+        else:
+            var("sparse", sp)
+        self.n += n
+
+    def finish(self) -> None:
+        """Sort the identities and write the index file (atomically, at ``out_path``)."""
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        try:
+            for fh in self._files.values():
+                fh.flush()
+            n = self.n
+            if n:
+                koff = np.fromfile(self._files["key.off"].name, np.int64)
+                kdata = np.fromfile(self._files["key"].name, np.uint8)
+                keys = pa.Array.from_buffers(pa.large_binary(), n, [None, pa.py_buffer(koff),
+                                                                     pa.py_buffer(kdata)])
+                order = pc.sort_indices(keys).to_numpy().astype(np.int32).tobytes()
+                del keys, koff, kdata
+            else:
+                order = b""
+            header: dict[str, Any] = {"n": n, "sections": {}}
+            offset = 0
+            for name in _SECTIONS:
+                length = len(order) if name == "order" else self._files[name].tell()
+                header["sections"][name] = [offset, length]
+                offset += length
+            head = json.dumps(header).encode()
+            with open(self.tmp, "wb") as out:
+                out.write(MAGIC + struct.pack("<Q", len(head)) + head)
+                for name in _SECTIONS:
+                    if name == "order":
+                        out.write(order)
+                        continue
+                    fh = self._files[name]
+                    fh.seek(0)
+                    shutil.copyfileobj(fh, out, 1 << 20)
+            os.replace(self.tmp, self.out_path)
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        """Remove the spill files (and an unfinished index)."""
+        for fh in self._files.values():
+            fh.close()
+            if os.path.exists(fh.name):
+                os.unlink(fh.name)
+        self._files.clear()
+        if os.path.exists(self.tmp):
+            os.unlink(self.tmp)
 
 
 class LayerIndex:

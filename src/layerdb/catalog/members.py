@@ -48,6 +48,9 @@ class MaterializeResult:
 def materialize(job: MaterializeJob) -> MaterializeResult:
     """Compute the image's member fates and write its members Parquet and fate file."""
     from .fate import compute
+    from .parquet import use_system_allocator
+
+    use_system_allocator()
 
     fate = compute(job.layers)
     _write_members(job, fate)
@@ -61,6 +64,7 @@ def _write_members(job: MaterializeJob, fate: ImageFate) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from . import parquet
     from .fate import KINDS
 
     kinds = pa.array([None, *KINDS], pa.string())
@@ -72,7 +76,7 @@ def _write_members(job: MaterializeJob, fate: ImageFate) -> None:
             pf = pq.ParquetFile(path)
             if schema is None:
                 schema = _schema(pf.schema_arrow)
-                writer = pq.ParquetWriter(tmp, schema, compression="zstd")
+                writer = parquet.writer(tmp, schema)
             start = 0
             links = {i: t for (p, i), t in fate.links.items() if p == position}
             for batch in pf.iter_batches(batch_size=ROW_GROUP):
@@ -104,7 +108,7 @@ def _write_members(job: MaterializeJob, fate: ImageFate) -> None:
             from .db import empty_members_schema
 
             schema = empty_members_schema()
-            writer = pq.ParquetWriter(tmp, schema, compression="zstd")
+            writer = parquet.writer(tmp, schema)
         if fate.implied:
             writer.write_batch(_implied_batch(job, fate, schema))  # type: ignore[union-attr]
         writer.close()  # type: ignore[union-attr]
