@@ -280,9 +280,9 @@ def sql(query: str, params: tuple, fmt: str, output: str | None, tables: tuple[s
 
 def _bind(query: str, params: dict[str, str]) -> dict[str, Any]:
     """Values for $name / :name parameters: numbers stay numbers, ``null`` is NULL."""
-    from .reports import _value
+    from .reports import parse_value
 
-    return {k: _value(v) for k, v in params.items()}
+    return {k: parse_value(v) for k, v in params.items()}
 
 
 def _write_result(cat: Any, query: str, bound: dict[str, Any], output: str) -> None:

@@ -1,5 +1,6 @@
-"""The ``report``, ``check`` and ``diff`` commands: parse, one library call (``reports``),
-render. Registered on the ``layerdb`` group by ``cli.py``; duckdb loads only when they run."""
+"""The ``report``, ``check`` and ``diff`` commands: parse, one library call (``reports``,
+``dive_rules``, ``diff``), render. Registered on the ``layerdb`` group by ``cli.py``; duckdb
+loads only when they run."""
 from __future__ import annotations
 
 import sys
@@ -129,9 +130,9 @@ def check(image: str | None, platform: str | None, lowest_efficiency: str | None
       layerdb check --image myapp:latest --lowest-efficiency 0.95 --highest-wasted-bytes 20MB
       layerdb check --ci-config .dive-ci --format json
     """
-    from . import reports
+    from . import dive_rules
 
-    rules = reports.load_rules(ci_config, {
+    rules = dive_rules.load_rules(ci_config, {
         "lowest-efficiency": lowest_efficiency,
         "highest-wasted-bytes": highest_wasted_bytes,
         "highest-user-wasted-percent": highest_user_wasted_percent})
@@ -139,8 +140,8 @@ def check(image: str | None, platform: str | None, lowest_efficiency: str | None
         click.echo(f"using CI config: {rules.source}", err=True)
     catalog = existing_catalog(catalog)
     with platform_hint(catalog, image, platform):
-        summaries, results = reports.check_images(image, rules, dive=dive_figures,
-                                                  catalog_root=catalog, platform=platform)
+        summaries, results = dive_rules.check_images(image, rules, dive=dive_figures,
+                                                     catalog_root=catalog, platform=platform)
     failed = sum(r.status == "FAIL" for r in results)
     if fmt != "table":
         cols = ["image", "image_id", "rule", "status", "value", "threshold", "message"]
@@ -186,8 +187,8 @@ def diff(image_a: str, image_b: str, platform: str | None, fmt: str,
       layerdb diff myapp:1 myapp:2
       layerdb diff myapp:1 myapp:2 --format json > changes.json
     """
+    from .diff import diff_images
     from .output import human_bytes, printable
-    from .reports import diff_images
 
     catalog = existing_catalog(catalog)
     with platform_hint(catalog, None, platform):
