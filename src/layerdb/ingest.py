@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 from .compression import open_decompressed
 from .digest import Digest, HashingReader
 from .errors import CorruptLayer, DigestMismatch, LayerdbError, NoSpace, SourceError, is_disk_full
-from .model import LAYER_TYPES, Blob, FileSegment, Image, LayerRef, familiar_ref
-from .sources import SourceOptions, expand, is_stream, open_source, recorded_source
+from .model import LAYER_TYPES, Blob, Image, LayerRef, familiar_ref
+from .sources import FileSegment, SourceOptions, expand, is_stream, open_source, recorded_source
 from .store import LayerWriter
 
 if TYPE_CHECKING:  # the catalog (duckdb) loads only when an ingest has something to record

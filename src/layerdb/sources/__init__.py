@@ -16,6 +16,7 @@ from typing import Protocol
 
 from ..errors import LayerdbError
 from ..model import Image, Platform
+from .file_segment import FileSegment as FileSegment  # re-exported: the local Blob
 
 
 class ImageSource(Protocol):

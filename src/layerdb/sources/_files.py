@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from ..errors import SourceError
-from ..model import MAX_JSON_BYTES, Blob, FileSegment  # JSON documents past MAX_JSON_BYTES are refused unread
+from ..model import MAX_JSON_BYTES, Blob  # JSON documents past MAX_JSON_BYTES are refused unread
+from .file_segment import FileSegment
 
 _BLOCK = 512
 _MAX_LINK_HOPS = 16
