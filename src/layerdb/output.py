@@ -18,8 +18,6 @@ import re
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-FORMATS = ("table", "json", "csv")
-
 # C0 and C1 controls, DEL, the bidirectional embeddings/overrides/isolates and marks, and the
 # Unicode line and paragraph separators: what a terminal may act on or display misleadingly.
 _CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")

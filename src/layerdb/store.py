@@ -333,9 +333,6 @@ class BlobStore:
     def open(self, diff_id: Digest) -> StoredLayer:
         return StoredLayer(self.path(diff_id), diff_id)
 
-    def stored_size(self, diff_id: Digest) -> int:
-        return os.path.getsize(self.path(diff_id))
-
     def verify(self, diff_id: Digest) -> None:
         """Decode the whole layer and check it still hashes to its diff_id."""
         h = hashlib.sha256()
