@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 import layerdb.packages
 import layerdb.packages.scan
+import layerdb.settings
 from layerdb import diff, reports
 from layerdb.catalog import Catalog
 from layerdb.cli import cli
@@ -264,7 +265,8 @@ def test_known_layers_are_not_read_again(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_capture_off_and_no_packages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(layerdb.packages, "ENABLED", False)
+    off = layerdb.settings.Settings({**os.environ, "LAYERDB_PACKAGES": "0"})
+    monkeypatch.setattr(layerdb.settings, "settings", lambda: off)
     cat = _ingest(tmp_path, [f.ImageSpec([f.Layer(BASE)], tags=[A])])
     assert _packages(cat, A) == []
     assert not (Path(cat) / "packages").exists()

@@ -626,7 +626,9 @@ def main(argv: list[str] | None = None) -> None:
         _say("layerdb: error: ", name + what)
         sys.exit(1)
     except Exception as e:  # a bug: still one line, unless asked for the traceback
-        if os.environ.get("LAYERDB_DEBUG"):
+        from .settings import settings
+
+        if settings().debug:
             raise
         from .errors import printable
 

@@ -18,7 +18,7 @@ GLOBAL_CATALOG = "layerdb.catalog"
 
 def _pick_catalog(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """A command's ``--catalog`` wins, then the group's (``layerdb --catalog DIR ...``); None
-    leaves it to ``lookup.default_root()`` ($LAYERDB_HOME, then the XDG default)."""
+    leaves it to ``settings().home`` ($LAYERDB_HOME, then the XDG default)."""
     return value or ctx.meta.get(GLOBAL_CATALOG) or None
 
 

@@ -1,5 +1,6 @@
-"""Renderers shared by commands: ``table`` (for people), ``json`` (an array of objects),
-``csv``; and ``parquet`` for query results written to a file.
+"""Renderers shared by commands: ``table`` (for people, drawn here in plain text), ``json``
+(an array of objects), ``csv``; ``write_result`` writes a result to a ``.csv`` or ``.json``
+file (a ``.parquet`` file is written by the catalog, ``Catalog.copy_to_parquet``).
 
 Tables follow docker's and dive's conventions: sizes in size-like columns are human (``121 MB``,
 powers of 1000 as ``docker images``), digests are cut to 12 hex digits, and control characters

@@ -17,7 +17,6 @@ dive's CI rules over the ``efficiency`` report are in ``dive_rules``; image diff
 """
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +32,9 @@ _DECL = re.compile(r"^--\s*@param\s+([A-Za-z_][A-Za-z0-9_]*)(?:\s+(.*))?$")
 def queries_dir() -> Path:
     """Where the reports are: ``$LAYERDB_QUERIES``, the installed package's ``queries/``, or
     the source checkout's top-level ``queries/`` (editable installs)."""
-    env = os.environ.get("LAYERDB_QUERIES")
+    from .settings import settings
+
+    env = settings().queries_dir
     if env:
         return Path(env)
     here = Path(__file__).resolve().parent
