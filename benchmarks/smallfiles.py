@@ -173,7 +173,7 @@ READ_LAYER = """
 import sys, tempfile
 from layerdb.digest import Digest
 from layerdb.ingest import LayerJob, read_layer
-from layerdb.model import FileSegment
+from layerdb.sources import FileSegment
 blob, diff_id, media_type, staging = sys.argv[1:5]
 job = LayerJob(blob=FileSegment(blob), diff_id=Digest.parse(diff_id), digest=None,
                media_type=media_type, staging=staging, source=blob, what="layer")

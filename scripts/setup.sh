@@ -2,7 +2,8 @@
 # Installs everything layerdb and its tests need on a fresh Debian/Ubuntu machine, with only
 # the distribution's python3 (PEP 668: its site-packages is managed by apt, so pip installs go
 # into a virtual environment of the project's own):
-#   - skopeo and umoci (apt; they build and convert the test images), docker-registry and
+#   - skopeo, umoci and buildah (apt; they build and convert the test images; buildah runs
+#     daemonless on vfs storage in a temporary directory), docker-registry and
 #     apache2-utils (apt; a real registry and htpasswd for the registry tests), and python3-venv (apt)
 #     when `python3 -m venv` cannot make an environment;
 #   - a virtual environment, ./.venv (or $LAYERDB_VENV), made by $PYTHON (default: python3);
@@ -17,7 +18,7 @@ command -v "$PY" >/dev/null 2>&1 || { echo "setup.sh: no $PY (set PYTHON)" >&2; 
 
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 need_apt=()
-for tool in skopeo umoci docker-registry; do
+for tool in skopeo umoci buildah docker-registry; do
   command -v "$tool" >/dev/null 2>&1 || need_apt+=("$tool")
 done
 # Debian/Ubuntu ship venv without ensurepip unless python3-venv is installed

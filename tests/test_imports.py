@@ -62,7 +62,8 @@ def test_sources_know_no_store_catalog_or_each_other():
             continue
         for i in imps:
             assert not i.startswith(("layerdb.store", "layerdb.catalog", "layerdb.tarindex",
-                                     "layerdb.ingest", "layerdb.extract", "layerdb.reports")), (m, i)
+                                     "layerdb.ingest", "layerdb.extract", "layerdb.reports",
+                                     "layerdb.dive_rules", "layerdb.diff")), (m, i)
         fmt = {"layerdb.sources.docker_archive", "layerdb.sources.oci_layout"}
         if m in fmt:
             assert not (imps & (fmt - {m})), (m, imps)

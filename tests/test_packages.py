@@ -19,7 +19,8 @@ from click.testing import CliRunner
 
 import layerdb.packages
 import layerdb.packages.scan
-from layerdb import reports
+import layerdb.settings
+from layerdb import diff, reports
 from layerdb.catalog import Catalog
 from layerdb.cli import cli
 from layerdb.ingest import ingest
@@ -221,7 +222,7 @@ def test_reports(cat: str) -> None:
 
 
 def test_diff_lists_package_changes(cat: str) -> None:
-    d = reports.diff_images(A, B, catalog_root=cat)
+    d = diff.diff_images(A, B, catalog_root=cat)
     pk = [(r[0], r[1], r[6], r[7]) for r in d.rows if r[2] == "package"]
     assert pk == [
         ("package removed", f"/{SITE}/six-1.16.0.dist-info/METADATA", "python", "six 1.16.0"),
@@ -230,7 +231,7 @@ def test_diff_lists_package_changes(cat: str) -> None:
          "libssl3 3.0.11-1~deb12u2 -> 3.0.13-1~deb12u1")]
     assert d.totals["package removed"] == (2, 0) and d.totals["package upgraded"] == (1, 0)
     assert d.rows[-len(pk) - 1][2] != "package"  # file rows first, as before
-    back = reports.diff_images(B, A, catalog_root=cat)
+    back = diff.diff_images(B, A, catalog_root=cat)
     assert ("package downgraded", "libssl3 3.0.13-1~deb12u1 -> 3.0.11-1~deb12u2") in \
         [(r[0], r[7]) for r in back.rows]
 
@@ -264,7 +265,8 @@ def test_known_layers_are_not_read_again(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_capture_off_and_no_packages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(layerdb.packages, "ENABLED", False)
+    off = layerdb.settings.Settings({**os.environ, "LAYERDB_PACKAGES": "0"})
+    monkeypatch.setattr(layerdb.settings, "settings", lambda: off)
     cat = _ingest(tmp_path, [f.ImageSpec([f.Layer(BASE)], tags=[A])])
     assert _packages(cat, A) == []
     assert not (Path(cat) / "packages").exists()

@@ -20,7 +20,7 @@ import imagefactory
 import pytest
 from click.testing import CliRunner
 
-from layerdb import reports
+from layerdb import diff, dive_rules, reports
 from layerdb.cli import cli
 from layerdb.errors import CatalogError, ImageNotFound, ReportError, UsageError
 from layerdb.ingest import ingest
@@ -439,7 +439,7 @@ def test_dir_sizes(cat: str) -> None:
 # Diff ------------------------------------------------------------------------------------------
 
 def test_diff_between_api_and_worker(cat: str) -> None:
-    d = reports.diff_images(API, WORKER, catalog_root=cat)
+    d = diff.diff_images(API, WORKER, catalog_root=cat)
     got = [(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]) for r in d.rows]
     assert d.columns == ["change", "path", "type", "size_a", "size_b", "size_delta", "what",
                          "detail"]
@@ -457,7 +457,7 @@ def test_diff_between_api_and_worker(cat: str) -> None:
         "/home/u/.npmrc", "/opt", "/opt/data", "/opt/data/c", "/root/.ssh"]
     # removed: .env 20 + server.key 64 + credentials 30 + config.json 50 + .npmrc 40 + c 500
     assert d.totals == {"added": (1, 700), "removed": (14, -704), "changed": (4, -50)}
-    assert reports.diff_images(API, API, catalog_root=cat).rows == []
+    assert diff.diff_images(API, API, catalog_root=cat).rows == []
 
 
 def test_diff_command_and_report_agree(cat: str) -> None:
@@ -469,7 +469,7 @@ def test_diff_command_and_report_agree(cat: str) -> None:
                                   "4 changed (-50 B)")
     assert out == rows(cat, "diff", a=API, b=WORKER)
     with pytest.raises(ImageNotFound):
-        reports.diff_images(API, "nope:1", catalog_root=cat)
+        diff.diff_images(API, "nope:1", catalog_root=cat)
 
 
 # check: dive's CI rules ------------------------------------------------------------------------
@@ -523,7 +523,7 @@ def test_check_reads_dive_ci_and_options_override_it(cat: str, tmp_path: Path) -
         (DIVE, ("PASS", "SKIP", "PASS")), (EDGE, ("FAIL", "SKIP", "FAIL")),
         (TOOL, ("PASS", "SKIP", "PASS")),
         (API, ("FAIL", "SKIP", "FAIL")), (WORKER, ("PASS", "SKIP", "PASS"))]
-        for rule, status in zip(reports.RULES, statuses)]
+        for rule, status in zip(dive_rules.RULES, statuses)]
     ok = run_cli(cat, "check", "--ci-config", str(cfg), "--image", API,
                  "--lowest-efficiency", "0.7", "--highest-user-wasted-percent", "0.75")
     assert ok.exit_code == 0, ok.stdout
@@ -537,26 +537,26 @@ def test_check_reads_dive_ci_and_options_override_it(cat: str, tmp_path: Path) -
 
 
 def test_rules_parsing() -> None:
-    assert [reports.parse_bytes(t) for t in ("20MB", "20 MiB", "1.5kb", "512", "1G", "3ki")] == [
+    assert [dive_rules.parse_bytes(t) for t in ("20MB", "20 MiB", "1.5kb", "512", "1G", "3ki")] == [
         20_000_000, 20_971_520, 1500, 512, 1_000_000_000, 3072]
     for bad in ("", "MB", "20 XB", "-1"):
         with pytest.raises(UsageError):
-            reports.parse_bytes(bad)
+            dive_rules.parse_bytes(bad)
     text = "---\nrules:\n  lowest-efficiency: '0.95'\nplugins:\n  whatever: 1\n"
-    assert reports.parse_dive_ci(text) == {"lowest-efficiency": "0.95"}
+    assert dive_rules.parse_dive_ci(text) == {"lowest-efficiency": "0.95"}
     with pytest.raises(UsageError, match=r"^x:3: unknown rule 'lowest-efficency'"):
-        reports.parse_dive_ci("rules:\n  # typo\n  lowest-efficency: 0.9\n", "x")
+        dive_rules.parse_dive_ci("rules:\n  # typo\n  lowest-efficency: 0.9\n", "x")
     with pytest.raises(UsageError, match="tabs"):
-        reports.parse_dive_ci("rules:\n\tlowest-efficiency: 0.9\n")
+        dive_rules.parse_dive_ci("rules:\n\tlowest-efficiency: 0.9\n")
     with pytest.raises(UsageError, match="expected 'key: value'"):
-        reports.parse_dive_ci("rules:\n  lowest-efficiency\n")
-    assert reports.load_rules(default_config=None) == reports.Rules()
-    r = reports.load_rules(default_config=None, overrides={"highest-wasted-bytes": "20MB",
+        dive_rules.parse_dive_ci("rules:\n  lowest-efficiency\n")
+    assert dive_rules.load_rules(default_config=None) == dive_rules.Rules()
+    r = dive_rules.load_rules(default_config=None, overrides={"highest-wasted-bytes": "20MB",
                                                           "lowest-efficiency": "disabled"})
     assert (r.lowest_efficiency, r.highest_wasted_bytes, r.highest_user_wasted_percent) == (
         None, 20_000_000, 0.1)
     with pytest.raises(UsageError, match="not a number"):
-        reports.load_rules(default_config=None, overrides={"lowest-efficiency": "high"})
+        dive_rules.load_rules(default_config=None, overrides={"lowest-efficiency": "high"})
 
 
 # The report command ----------------------------------------------------------------------------

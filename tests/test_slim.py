@@ -24,10 +24,10 @@ import imagefactory as f
 import pytest
 
 from layerdb.cli import main as cli_main
+from layerdb.diff import diff_images
 from layerdb.errors import LayerdbError, PathNotFound
 from layerdb.ingest import ingest
 from layerdb.ldcache import parse_ld_cache, parse_ld_conf
-from layerdb.reports import diff_images
 
 TRIPLET = "x86_64-linux-gnu"
 HOST_LIBS = Path("/usr/lib") / TRIPLET

@@ -16,13 +16,13 @@ import click
 from .cli_options import (
     CONTEXT,
     GLOBAL_CATALOG,
-    _catalog_option,
-    _format_option,
-    _params_option,
-    _platform_option,
-    _render,
+    catalog_option,
     existing_catalog,
+    format_option,
+    params_option,
     platform_hint,
+    platform_option,
+    render_rows,
 )
 from .errors import LayerdbError, error_line
 
@@ -69,7 +69,7 @@ def cli(ctx: click.Context, catalog: str | None) -> None:
 @click.option("--authfile", default=None, metavar="FILE", help="Registry credentials file (auth.json format).")
 @click.option("--tls-verify", type=click.BOOL, default=True, metavar="BOOL",
               help="--tls-verify=false allows plain HTTP and unverified certificates.")
-@_catalog_option
+@catalog_option
 def ingest(paths: tuple[str, ...], jobs: int | None, quiet: bool, verify: bool, wait: float,
            platform: str | None, all_platforms: bool, all_tags: bool, all_repositories: bool,
            creds: str | None, authfile: str | None, tls_verify: bool, catalog: str | None) -> None:
@@ -176,8 +176,8 @@ def _progress_bar() -> tuple[Callable[[dict], None], Callable[[], None]]:
 
 
 @cli.command(context_settings=CONTEXT)
-@_format_option
-@_catalog_option
+@format_option
+@catalog_option
 def images(fmt: str, catalog: str | None) -> None:
     """List ingested images.
 
@@ -195,14 +195,14 @@ def images(fmt: str, catalog: str | None) -> None:
             "select id, name, refs, config_digest, platform, created, entrypoint, cmd, "
             "working_dir, env, \"user\", layer_count, size, compressed_size, source, ingested_at "
             "from images order by name, platform")
-    _render(cols, rows, fmt)
+    render_rows(cols, rows, fmt)
 
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("image")
-@_platform_option()
-@_format_option
-@_catalog_option
+@platform_option()
+@format_option
+@catalog_option
 def layers(image: str, platform: str | None, fmt: str, catalog: str | None) -> None:
     """List the layers of IMAGE (a ref, image id or config digest), base first.
 
@@ -220,18 +220,18 @@ def layers(image: str, platform: str | None, fmt: str, catalog: str | None) -> N
             "m.member_count as members, l.created_by from image_layers l "
             "left join layer_meta m on m.diff_id = l.diff_id where l.image_id = $id "
             "order by l.position", {"id": img.id})
-    _render(cols, rows, fmt)
+    render_rows(cols, rows, fmt)
 
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("query")
-@_params_option
-@_format_option
+@params_option
+@format_option
 @click.option("-o", "--output", default=None, metavar="FILE",
               help="Write the result to FILE instead (.parquet, .csv or .json by suffix).")
 @click.option("--table", "tables", multiple=True, metavar="NAME=FILE",
               help="Make FILE (.csv, .json or .parquet) readable as the view NAME. Repeatable.")
-@_catalog_option
+@catalog_option
 def sql(query: str, params: tuple, fmt: str, output: str | None, tables: tuple[str, ...],
         catalog: str | None) -> None:
     """Run a DuckDB SQL QUERY (or - to read it from stdin) over the catalog.
@@ -275,14 +275,14 @@ def sql(query: str, params: tuple, fmt: str, output: str | None, tables: tuple[s
             _write_result(cat, query, bound, output)
             return
         cols, rows = cat.query(query, bound)
-    _render(cols, rows, fmt)
+    render_rows(cols, rows, fmt)
 
 
 def _bind(query: str, params: dict[str, str]) -> dict[str, Any]:
     """Values for $name / :name parameters: numbers stay numbers, ``null`` is NULL."""
-    from .reports import _value
+    from .reports import parse_value
 
-    return {k: _value(v) for k, v in params.items()}
+    return {k: parse_value(v) for k, v in params.items()}
 
 
 def _write_result(cat: Any, query: str, bound: dict[str, Any], output: str) -> None:
@@ -308,7 +308,7 @@ def _write_result(cat: Any, query: str, bound: dict[str, Any], output: str) -> N
               help="Extract the executable the image runs (Entrypoint/Cmd, WorkingDir, PATH).")
 @click.option("--image", default=None, help="Image ref, id or config digest. Optional when the "
               "path is in only one image.")
-@_platform_option("os/arch[/variant] when a ref has several (arm64 means linux/arm64).")
+@platform_option("os/arch[/variant] when a ref has several (arm64 means linux/arm64).")
 @click.option("--layer", type=click.IntRange(0), default=None, metavar="N",
               help="Read the member as stored in layer N (0 = base; see `layerdb layers`), even "
                    "when an upper layer hides or deletes it.")
@@ -316,7 +316,7 @@ def _write_result(cat: Any, query: str, bound: dict[str, Any], output: str) -> N
               help="Where to write (default: stdout; a directory goes out as a tar stream).")
 @click.option("--keep-setuid", is_flag=True, help="Keep setuid/setgid bits (dropped by default).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary.")
-@_catalog_option
+@catalog_option
 def extract(path: str | None, entrypoint: bool, image: str | None, platform: str | None,
             layer: int | None, output: str | None, keep_setuid: bool, quiet: bool,
             catalog: str | None) -> None:
@@ -419,7 +419,7 @@ def _extract_bar() -> tuple[Callable[[int, int], None], Callable[[], None]]:
 @click.option("--list-format", "list_fmt", type=click.Choice(["table", "json", "csv"]),
               default="table", show_default=True, help="Format of the --dry-run list.")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
-@_catalog_option
+@catalog_option
 def slim(image: str | None, platform: str | None, output: str | None, fmt: str, tag: str | None,
          keep: tuple[str, ...], keep_sql: str | None, no_entrypoint: bool, compression: str | None,
          allow_missing: bool, dry_run: bool, list_fmt: str, force: bool, catalog: str | None) -> None:
@@ -455,7 +455,7 @@ def slim(image: str | None, platform: str | None, output: str | None, fmt: str, 
     for w in p.warnings:
         click.echo(f"layerdb: warning: {error_line(w)}", err=True)
     if dry_run:
-        _render(["path", "type", "size", "reason"], p.rows(), list_fmt)
+        render_rows(["path", "type", "size", "reason"], p.rows(), list_fmt)
         click.echo(f"{p.image.name}: would keep {len(p.kept)} paths, {human_bytes(p.kept_bytes)} of "
                    f"files; the image's layers are {human_bytes(p.image_size)} "
                    f"({human_bytes(p.image_compressed)} compressed)", err=True)
@@ -470,7 +470,7 @@ def slim(image: str | None, platform: str | None, output: str | None, fmt: str, 
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("image")
-@_platform_option()
+@platform_option()
 @click.option("--config", "only_config", is_flag=True,
               help="Print only the config document (as `skopeo inspect --config`).")
 @click.option("--manifest", "only_manifest", is_flag=True,
@@ -480,7 +480,7 @@ def slim(image: str | None, platform: str | None, output: str | None, fmt: str, 
 @click.option("--format", "fmt", type=click.Choice(["json", "table"]), default="json",
               show_default=True, help="json: one object (docker inspect's fields); table: one "
               "field per line.")
-@_catalog_option
+@catalog_option
 def inspect(image: str, platform: str | None, only_config: bool, only_manifest: bool, raw: bool,
             fmt: str, catalog: str | None) -> None:
     """Show IMAGE's config and manifest: Entrypoint, Cmd, Env, WorkingDir, User, Labels,
@@ -533,10 +533,10 @@ def inspect(image: str, platform: str | None, only_config: bool, only_manifest: 
 @click.option("--layer", "layer", type=int, default=None, metavar="N",
               help="Only layer N's own members (0 = base), marked A added, M modified, D removed "
                    "(a whiteout), O opaque directory (as dive's layer view).")
-@_platform_option()
+@platform_option()
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
               show_default=True, help="Output format (json/csv: one row per entry, exact values).")
-@_catalog_option
+@catalog_option
 def ls(image: str, path: str | None, long: bool, tree: bool, layer: int | None,
        platform: str | None, fmt: str, catalog: str | None) -> None:
     """List PATH (default /; relative to WorkingDir) in IMAGE's merged filesystem, as a running
@@ -559,7 +559,7 @@ def ls(image: str, path: str | None, long: bool, tree: bool, layer: int | None,
             img, rows = listing.merged_rows(root, image, platform, path, recursive=tree)
     top = listing.absolute(path, img.working_dir)
     if fmt != "table":
-        _render(*listing.records(rows), fmt)
+        render_rows(*listing.records(rows), fmt)
         return
     if tree:
         lines = listing.tree_lines(rows, top, long)
@@ -626,7 +626,9 @@ def main(argv: list[str] | None = None) -> None:
         _say("layerdb: error: ", name + what)
         sys.exit(1)
     except Exception as e:  # a bug: still one line, unless asked for the traceback
-        if os.environ.get("LAYERDB_DEBUG"):
+        from .settings import settings
+
+        if settings().debug:
             raise
         from .errors import printable
 

@@ -18,11 +18,12 @@ GLOBAL_CATALOG = "layerdb.catalog"
 
 def _pick_catalog(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """A command's ``--catalog`` wins, then the group's (``layerdb --catalog DIR ...``); None
-    leaves it to ``lookup.default_root()`` ($LAYERDB_HOME, then the XDG default)."""
+    leaves it to ``settings().home`` ($LAYERDB_HOME, then the XDG default)."""
     return value or ctx.meta.get(GLOBAL_CATALOG) or None
 
 
-def _catalog_option(f: Callable) -> Callable:
+def catalog_option(f: Callable) -> Callable:
+    """``--catalog DIR``, falling back to the group's (``layerdb --catalog DIR COMMAND``)."""
     return click.option(
         "--catalog", "catalog", metavar="DIR", default=None,
         callback=_pick_catalog,
@@ -53,8 +54,9 @@ def _norm_platform(ctx: click.Context, param: click.Parameter, value: str | None
     return str(Platform.parse(value)) if value.strip() else None
 
 
-def _platform_option(help: str = "os/arch[/variant] when IMAGE names several (arm64 means "
+def platform_option(help: str = "os/arch[/variant] when IMAGE names several (arm64 means "
                      "linux/arm64).") -> Callable[[Callable], Callable]:
+    """``--platform os/arch[/variant]``, normalised as ``Platform.parse`` reads it."""
     return click.option("--platform", default=None, callback=_norm_platform, help=help)
 
 
@@ -99,9 +101,9 @@ def _no_trunc(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
     return value
 
 
-def _format_option(f: Callable) -> Callable:
+def format_option(f: Callable) -> Callable:
     """``--format table|json|csv`` and ``--no-trunc`` (tables: full digests and exact numbers
-    instead of 12-digit digests and human sizes; ``_render`` reads it)."""
+    instead of 12-digit digests and human sizes; ``render_rows`` reads it)."""
     f = click.option("--no-trunc", is_flag=True, expose_value=False, callback=_no_trunc,
                      help="Tables: full digests and exact byte counts (default: 12-digit "
                           "digests, sizes like 121 MB). JSON and CSV are always exact.")(f)
@@ -118,13 +120,15 @@ def _check_params(ctx: click.Context, param: click.Parameter, value: tuple) -> t
     return value
 
 
-def _params_option(f: Callable) -> Callable:
+def params_option(f: Callable) -> Callable:
+    """``-p NAME VALUE`` (repeatable): the values of a query's ``:NAME`` parameters."""
     return click.option("-p", "--param", "params", type=(str, str), multiple=True,
                         metavar="NAME VALUE", callback=_check_params,
                         help="Bind :NAME (or $NAME) to VALUE. Repeatable.")(f)
 
 
-def _render(columns: list[str], rows: list, fmt: str) -> None:
+def render_rows(columns: list[str], rows: list, fmt: str) -> None:
+    """Write (columns, rows) to stdout as ``--format`` says, honouring ``--no-trunc``."""
     from .output import render
 
     ctx = click.get_current_context(silent=True)

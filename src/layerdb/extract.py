@@ -75,7 +75,7 @@ def _display(path: str) -> str:
         return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-class _Resolver:
+class PathResolver:
     """Looks paths up in one image's merged view, following symlinks inside the image."""
 
     def __init__(self, view: MergedView, image_id: str) -> None:
@@ -192,7 +192,7 @@ def find_image(view: MergedView, image: str | None, platform: str | None,
     raise ImageNotFound(f"{path} is in {len(hits)} images: {cands}; choose one with --image")
 
 
-def entrypoint_path(res: _Resolver, img: ImageRow) -> str:
+def entrypoint_path(res: PathResolver, img: ImageRow) -> str:
     """The executable the image runs: Entrypoint[0], else Cmd[0], resolved against WorkingDir
     and the config's PATH (as a runtime does)."""
     argv = (img.entrypoint or []) + (img.cmd or [])
@@ -242,7 +242,7 @@ def extract(path: str | None = None, image: str | None = None, output: str | Non
     view = open_view(root, image)
     try:
         img = find_image(view, image, platform, None if entrypoint else path)
-        res = _Resolver(view, img.id)
+        res = PathResolver(view, img.id)
         if entrypoint:
             path = entrypoint_path(res, img)
         assert path is not None

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .cli_options import CONTEXT, _catalog_option, _format_option, _render
+from .cli_options import CONTEXT, catalog_option, format_option, render_rows
 
 _WAIT = click.option("--wait", "wait", type=click.FloatRange(0), default=600.0, show_default=True,
                      metavar="SECONDS", help="How long to wait for a running ingest to finish.")
@@ -16,7 +16,7 @@ _WAIT = click.option("--wait", "wait", type=click.FloatRange(0), default=600.0, 
 @click.argument("images", nargs=-1, required=True)
 @click.option("--platform", default=None, help="os/arch[/variant] when a ref names several.")
 @_WAIT
-@_catalog_option
+@catalog_option
 def rm(images: tuple[str, ...], platform: str | None, wait: float, catalog: str | None) -> None:
     """Remove images from the catalog (like `docker rmi`).
 
@@ -41,7 +41,7 @@ def rm(images: tuple[str, ...], platform: str | None, wait: float, catalog: str 
 @click.command(context_settings=CONTEXT)
 @click.option("-n", "--dry-run", is_flag=True, help="Say what would go, remove nothing.")
 @_WAIT
-@_catalog_option
+@catalog_option
 def gc(dry_run: bool, wait: float, catalog: str | None) -> None:
     """Remove what no image uses: layers (cache, member tables, indexes), the member tables
     of removed images, and staging files left by interrupted ingests. Prints what it freed.
@@ -64,8 +64,8 @@ def gc(dry_run: bool, wait: float, catalog: str | None) -> None:
 @click.command(context_settings=CONTEXT)
 @click.option("--image", default=None, metavar="REF", help="Only this image's layers and tables.")
 @click.option("--platform", default=None, help="os/arch[/variant] when REF names several.")
-@_format_option
-@_catalog_option
+@format_option
+@catalog_option
 def verify(image: str | None, platform: str | None, fmt: str, catalog: str | None) -> None:
     """Check the cache and the catalog's files: re-hash every cached layer against its diff_id,
     and check each member table, layer index and fate file against the catalog's counts.
@@ -82,11 +82,11 @@ def verify(image: str | None, platform: str | None, fmt: str, catalog: str | Non
 
     n, problems = run(catalog, image=image, platform=platform)
     if problems:
-        _render(["what", "id", "file", "problem", "repair"],
+        render_rows(["what", "id", "file", "problem", "repair"],
                 [(p.what, p.id, p.file, p.problem, p.repair) for p in problems], fmt)
         click.echo(f"layerdb: error: {len(problems)} problem(s) in {n} checked item(s)", err=True)
         sys.exit(1)
     if fmt == "table":
         click.echo(f"{n} item(s) checked: all well", err=True)
     else:
-        _render(["what", "id", "file", "problem", "repair"], [], fmt)
+        render_rows(["what", "id", "file", "problem", "repair"], [], fmt)

@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING, Any
 from .compression import open_decompressed
 from .digest import Digest, HashingReader
 from .errors import CorruptLayer, DigestMismatch, LayerdbError, NoSpace, SourceError, is_disk_full
-from .model import LAYER_TYPES, Blob, FileSegment, Image, LayerRef, familiar_ref
-from .sources import SourceOptions, expand, is_stream, open_source, recorded_source
+from .model import LAYER_TYPES, Blob, Image, LayerRef, familiar_ref
+from .processes import pid_alive
+from .sources import FileSegment, SourceOptions, expand, is_stream, open_source, recorded_source
 from .store import LayerWriter
 
 if TYPE_CHECKING:  # the catalog (duckdb) loads only when an ingest has something to record
@@ -271,7 +272,7 @@ def _exit_with(pid: int) -> None:
     the forkserver lives as long as any worker does)."""
 
     def watch() -> None:
-        while _alive(pid):
+        while pid_alive(pid):
             time.sleep(0.5)
         os._exit(1)
 
@@ -648,21 +649,6 @@ def _clean_stale(tmp_dir: str) -> None:
             pid = int(name.split("-")[1])
         except (IndexError, ValueError):
             continue
-        if pid == os.getpid() or _alive(pid):
+        if pid == os.getpid() or pid_alive(pid):
             continue
         shutil.rmtree(os.path.join(tmp_dir, name), ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, killed but not yet reaped, counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return True

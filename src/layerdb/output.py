@@ -1,5 +1,6 @@
-"""Renderers shared by commands: ``table`` (for people), ``json`` (an array of objects),
-``csv``; and ``parquet`` for query results written to a file.
+"""Renderers shared by commands: ``table`` (for people, drawn here in plain text), ``json``
+(an array of objects), ``csv``; ``write_result`` writes a result to a ``.csv`` or ``.json``
+file (a ``.parquet`` file is written by the catalog, ``Catalog.copy_to_parquet``).
 
 Tables follow docker's and dive's conventions: sizes in size-like columns are human (``121 MB``,
 powers of 1000 as ``docker images``), digests are cut to 12 hex digits, and control characters
@@ -17,8 +18,6 @@ import json
 import re
 from collections.abc import Sequence
 from typing import Any, TextIO
-
-FORMATS = ("table", "json", "csv")
 
 # C0 and C1 controls, DEL, the bidirectional embeddings/overrides/isolates and marks, and the
 # Unicode line and paragraph separators: what a terminal may act on or display misleadingly.

@@ -1,5 +1,6 @@
-"""The ``report``, ``check`` and ``diff`` commands: parse, one library call (``reports``),
-render. Registered on the ``layerdb`` group by ``cli.py``; duckdb loads only when they run."""
+"""The ``report``, ``check`` and ``diff`` commands: parse, one library call (``reports``,
+``dive_rules``, ``diff``), render. Registered on the ``layerdb`` group by ``cli.py``; duckdb
+loads only when they run."""
 from __future__ import annotations
 
 import sys
@@ -8,13 +9,13 @@ import click
 
 from .cli_options import (
     CONTEXT,
-    _catalog_option,
-    _format_option,
-    _params_option,
-    _platform_option,
-    _render,
+    catalog_option,
     existing_catalog,
+    format_option,
+    params_option,
     platform_hint,
+    platform_option,
+    render_rows,
 )
 
 
@@ -29,13 +30,13 @@ from .cli_options import (
 @click.option("--image", default=None, metavar="REF",
               help="Only this image (ref, id or config digest); binds :image. Default: every "
                    "image.")
-@_platform_option("os/arch[/variant] when REF names several (arm64 means linux/arm64).")
-@_params_option
-@_format_option
+@platform_option("os/arch[/variant] when REF names several (arm64 means linux/arm64).")
+@params_option
+@format_option
 @click.option("-o", "--output", default=None, metavar="FILE",
               help="Write the result to FILE instead (.parquet, .csv or .json by suffix; exact "
                    "values, as `layerdb sql -o`).")
-@_catalog_option
+@catalog_option
 def report(name: str | None, list_: bool, describe: bool, show_sql: bool,
            image: str | None, platform: str | None, params: tuple, fmt: str,
            output: str | None, catalog: str | None) -> None:
@@ -59,7 +60,7 @@ def report(name: str | None, list_: bool, describe: bool, show_sql: bool,
     if list_ or not name:
         if name:
             raise click.UsageError("give a report NAME or --list, not both")
-        _render(*reports.summaries(reports.list_reports()), fmt)
+        render_rows(*reports.summaries(reports.list_reports()), fmt)
         return
     given = dict(params)
     if describe:
@@ -90,13 +91,13 @@ def report(name: str | None, list_: bool, describe: bool, show_sql: bool,
 
             write_result(cols, rows, output)
             return
-    _render(cols, rows, fmt)
+    render_rows(cols, rows, fmt)
 
 
 @click.command(context_settings=CONTEXT)
 @click.option("--image", default=None, metavar="REF",
               help="The image to judge (ref, id or config digest). Default: every image.")
-@_platform_option("os/arch[/variant] when REF names several (arm64 means linux/arm64).")
+@platform_option("os/arch[/variant] when REF names several (arm64 means linux/arm64).")
 @click.option("--lowest-efficiency", metavar="RATIO", default=None,
               help="Fail below this efficiency (default 0.9; 'disabled' to skip).")
 @click.option("--highest-wasted-bytes", metavar="SIZE", default=None,
@@ -111,8 +112,8 @@ def report(name: str | None, list_: bool, describe: bool, show_sql: bool,
 @click.option("--dive", "dive_figures", is_flag=True,
               help="Judge dive's own figures (efficiency_dive, wasted_bytes_dive, ...), to get "
                    "the verdict `dive --ci` gives, instead of layerdb's.")
-@_format_option
-@_catalog_option
+@format_option
+@catalog_option
 def check(image: str | None, platform: str | None, lowest_efficiency: str | None,
           highest_wasted_bytes: str | None, highest_user_wasted_percent: str | None,
           ci_config: str | None, dive_figures: bool, fmt: str, catalog: str | None) -> None:
@@ -129,9 +130,9 @@ def check(image: str | None, platform: str | None, lowest_efficiency: str | None
       layerdb check --image myapp:latest --lowest-efficiency 0.95 --highest-wasted-bytes 20MB
       layerdb check --ci-config .dive-ci --format json
     """
-    from . import reports
+    from . import dive_rules
 
-    rules = reports.load_rules(ci_config, {
+    rules = dive_rules.load_rules(ci_config, {
         "lowest-efficiency": lowest_efficiency,
         "highest-wasted-bytes": highest_wasted_bytes,
         "highest-user-wasted-percent": highest_user_wasted_percent})
@@ -139,12 +140,12 @@ def check(image: str | None, platform: str | None, lowest_efficiency: str | None
         click.echo(f"using CI config: {rules.source}", err=True)
     catalog = existing_catalog(catalog)
     with platform_hint(catalog, image, platform):
-        summaries, results = reports.check_images(image, rules, dive=dive_figures,
-                                                  catalog_root=catalog, platform=platform)
+        summaries, results = dive_rules.check_images(image, rules, dive=dive_figures,
+                                                     catalog_root=catalog, platform=platform)
     failed = sum(r.status == "FAIL" for r in results)
     if fmt != "table":
         cols = ["image", "image_id", "rule", "status", "value", "threshold", "message"]
-        _render(cols, [tuple(getattr(r, c) for c in cols) for r in results], fmt)
+        render_rows(cols, [tuple(getattr(r, c) for c in cols) for r in results], fmt)
     else:
         from .output import human_size, printable
 
@@ -171,9 +172,9 @@ def check(image: str | None, platform: str | None, lowest_efficiency: str | None
 @click.command(context_settings=CONTEXT)
 @click.argument("image_a")
 @click.argument("image_b")
-@_platform_option("os/arch[/variant] when a ref names several (arm64 means linux/arm64).")
-@_format_option
-@_catalog_option
+@platform_option("os/arch[/variant] when a ref names several (arm64 means linux/arm64).")
+@format_option
+@catalog_option
 def diff(image_a: str, image_b: str, platform: str | None, fmt: str,
          catalog: str | None) -> None:
     """Compare the merged filesystems of IMAGE_A and IMAGE_B.
@@ -186,13 +187,13 @@ def diff(image_a: str, image_b: str, platform: str | None, fmt: str,
       layerdb diff myapp:1 myapp:2
       layerdb diff myapp:1 myapp:2 --format json > changes.json
     """
+    from .diff import diff_images
     from .output import human_bytes, printable
-    from .reports import diff_images
 
     catalog = existing_catalog(catalog)
     with platform_hint(catalog, None, platform):
         d = diff_images(image_a, image_b, catalog_root=catalog, platform=platform)
-    _render(d.columns, d.rows, fmt)
+    render_rows(d.columns, d.rows, fmt)
     parts = [f"{n} {k} ({'+' if b > 0 else '-' if b < 0 else ''}{human_bytes(abs(b))})"
              for k, (n, b) in d.totals.items()]
     click.echo(printable(f"{d.a} -> {d.b}: {', '.join(parts)}"), err=True)

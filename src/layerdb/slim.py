@@ -50,7 +50,7 @@ from typing import Any, BinaryIO
 from .digest import Digest
 from .elf import ElfError, ElfInfo, expand_origin, is_elf, read_elf
 from .errors import DigestMismatch, LayerdbError, PathNotFound, UsageError
-from .extract import DEFAULT_PATH, MAX_LINKS, _Resolver, entrypoint_path
+from .extract import DEFAULT_PATH, MAX_LINKS, PathResolver, entrypoint_path
 from .image_writer import (
     COMPRESSIONS,
     FORMATS,
@@ -322,7 +322,7 @@ class _Planner:
 
     def resolve(self, path: str, follow_last: bool = True) -> tuple[FsEntry, list[FsEntry]]:
         """The entry ``path`` names, and every symlink followed on the way (in order). The
-        walk is ``extract._Resolver.resolve``'s (same link limit, implied directories, ``..``),
+        walk is ``extract.PathResolver.resolve``'s (same link limit, implied directories, ``..``),
         which does not report the links it follows. Raises ``PathNotFound``."""
         self._prefetch(path)
         queue = _split(path)
@@ -746,7 +746,7 @@ def plan(image: str | None, catalog_root: str | None = None, platform: str | Non
                 raise SlimError(f"image {img.name} has no Entrypoint or Cmd: name what to keep "
                                 "with --keep (and --no-entrypoint)")
             if argv:
-                exe = entrypoint_path(_Resolver(view, img.id), img)
+                exe = entrypoint_path(PathResolver(view, img.id), img)
                 entry, _ = p.resolve(exe)
                 if entry.type not in ("file", "hardlink"):
                     raise SlimError(f"image {img.name}: its entrypoint {exe} is a {entry.type}")

@@ -146,14 +146,6 @@ def _empty_select(columns: Iterable[tuple[str, str]]) -> str:
     return "select " + ", ".join(f"cast(null as {t}) as \"{n}\"" for n, t in columns) + " where false"
 
 
-def empty_members_schema():  # type: ignore[no-untyped-def]
-    """The members Parquet schema of an image without layers (pyarrow)."""
-    from ..tarindex import SCHEMA
-    from .members import _schema
-
-    return _schema(SCHEMA)
-
-
 _READ_ONLY = {"SELECT", "EXPLAIN"}
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from ..digest import Digest
 from ..errors import DigestMismatch, ImageNotFound, LayerdbError, StoreError
 from ..model import ref_matches
+from ..processes import pid_alive
 from ..selection import choose_image
 from .db import image_rows
 from .layout import Layout
@@ -129,8 +130,6 @@ def _tree_size(p: str) -> int:
 
 def _stale_tmp(lay: Layout) -> list[str]:
     """Staging of ingests whose process is gone."""
-    from ..ingest import _alive
-
     out = []
     with contextlib.suppress(FileNotFoundError):
         for name in os.listdir(lay.tmp_dir):
@@ -139,7 +138,7 @@ def _stale_tmp(lay: Layout) -> list[str]:
                     pid = int(name.split("-")[1])
                 except (IndexError, ValueError):
                     pid = -1
-                if pid > 0 and (pid == os.getpid() or _alive(pid)):
+                if pid > 0 and (pid == os.getpid() or pid_alive(pid)):
                     continue
             out.append(os.path.join(lay.tmp_dir, name))
     return out

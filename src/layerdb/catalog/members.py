@@ -105,9 +105,9 @@ def _write_members(job: MaterializeJob, fate: ImageFate) -> None:
                 writer.write_batch(pa.RecordBatch.from_arrays(cols, schema=schema))
                 start += n
         if schema is None:  # an image without layers
-            from .db import empty_members_schema
+            from ..tarindex import SCHEMA
 
-            schema = empty_members_schema()
+            schema = _schema(SCHEMA)
             writer = parquet.writer(tmp, schema)
         if fate.implied:
             writer.write_batch(_implied_batch(job, fate, schema))  # type: ignore[union-attr]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 
-ENABLED = os.environ.get("LAYERDB_PACKAGES", "1") != "0"
 DIR_NAME = "packages"
 
 

@@ -163,9 +163,9 @@ def scan_layer(parquet_path: str, store_path: str, diff_id: Digest, staging: str
     """Find one layer's packages and write them, staged, to a Parquet file in ``staging``
     (schema ``catalog_sql.SCHEMA``); return its path, or None when the layer has none (or
     capture is off: ``LAYERDB_PACKAGES=0``). Runs in the ingest worker."""
-    from . import ENABLED
+    from ..settings import settings
 
-    if not ENABLED:
+    if not settings().packages:
         return None
     pkgs = read_packages(parquet_path, store_path, diff_id, staging)
     if not pkgs:

@@ -16,6 +16,7 @@ from typing import Protocol
 
 from ..errors import LayerdbError
 from ..model import Image, Platform
+from .file_segment import FileSegment as FileSegment  # re-exported: the local Blob
 
 
 class ImageSource(Protocol):
@@ -74,22 +75,13 @@ class SourceOptions:
         """Options from the environment, overridden by ``kw``: ``LAYERDB_CACHE_DIR`` (else
         ``$XDG_CACHE_HOME/layerdb``, else ``~/.cache/layerdb``), ``LAYERDB_REGISTRY_RETRIES``,
         ``LAYERDB_REGISTRY_BACKOFF``, ``LAYERDB_REGISTRY_TIMEOUT``, ``LAYERDB_REGISTRY_PAGE``."""
-        env = os.environ
-        cache = env.get("LAYERDB_CACHE_DIR") or os.path.join(
-            env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
-            "layerdb")
-        base: dict[str, object] = {"cache_dir": os.path.join(cache, "registry")}
-        for key, name, conv in (("retries", "LAYERDB_REGISTRY_RETRIES", int),
-                                ("backoff", "LAYERDB_REGISTRY_BACKOFF", float),
-                                ("timeout", "LAYERDB_REGISTRY_TIMEOUT", float),
-                                ("page_size", "LAYERDB_REGISTRY_PAGE", int)):
-            if env.get(name):
-                try:
-                    base[key] = conv(env[name])  # type: ignore[operator]
-                except ValueError:
-                    from ..errors import UsageError
+        from ..settings import settings
 
-                    raise UsageError(f"${name}: not a number: {env[name]!r}") from None
+        s = settings()
+        base: dict[str, object] = {
+            "cache_dir": os.path.join(s.cache_dir, "registry"), "retries": s.registry_retries,
+            "backoff": s.registry_backoff, "timeout": s.registry_timeout,
+            "page_size": s.registry_page}
         base.update(kw)
         return cls(**base)  # type: ignore[arg-type]
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from ..errors import SourceError
-from ..model import MAX_JSON_BYTES, Blob, FileSegment  # JSON documents past MAX_JSON_BYTES are refused unread
+from ..model import MAX_JSON_BYTES, Blob  # JSON documents past MAX_JSON_BYTES are refused unread
+from .file_segment import FileSegment
 
 _BLOCK = 512
 _MAX_LINK_HOPS = 16
@@ -109,7 +110,7 @@ class Member:
     linkname: str = ""
 
 
-def _kind(ti: tarfile.TarInfo) -> str:
+def tar_kind(ti: tarfile.TarInfo) -> str:
     if ti.issparse():
         return "sparse"
     if ti.isreg():
@@ -166,7 +167,7 @@ class TarFiles:
             raise self._corrupt(f"damaged tar header at byte {end}")
 
     def _add(self, ti: tarfile.TarInfo, file_size: int) -> None:
-        kind = _kind(ti)
+        kind = tar_kind(ti)
         if kind in ("file", "sparse") and ti.offset_data + ti.size > file_size:
             raise self._corrupt(
                 f"member {ti.name!r} needs bytes {ti.offset_data}..{ti.offset_data + ti.size} "

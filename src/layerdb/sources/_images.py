@@ -72,7 +72,6 @@ class Descriptor:
     size: int
     annotations: dict[str, str]
     platform: Platform | None = None
-    artifact_type: str = ""
 
 
 def parse_descriptor(doc: Any, where: str) -> Descriptor:
@@ -99,8 +98,7 @@ def parse_descriptor(doc: Any, where: str) -> Descriptor:
         platform = Platform(str(plat.get("os") or ""), str(plat.get("architecture") or ""),
                             str(plat.get("variant") or ""))
     return Descriptor(media_type, digest, size,
-                      {str(k): str(v) for k, v in annotations.items()}, platform,
-                      str(doc.get("artifactType") or ""))
+                      {str(k): str(v) for k, v in annotations.items()}, platform)
 
 
 def is_attestation(desc: Descriptor) -> bool:

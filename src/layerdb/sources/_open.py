@@ -172,11 +172,11 @@ ARCHIVE_SLACK = 64 << 20
 
 
 def archive_ratio() -> float:
-    """``$LAYERDB_MAX_ARCHIVE_RATIO``, else ``MAX_ARCHIVE_RATIO``."""
-    try:
-        return float(os.environ.get("LAYERDB_MAX_ARCHIVE_RATIO") or MAX_ARCHIVE_RATIO)
-    except ValueError:
-        return MAX_ARCHIVE_RATIO
+    """``$LAYERDB_MAX_ARCHIVE_RATIO``, else ``MAX_ARCHIVE_RATIO``; ``UsageError`` when it is
+    not a number above 0."""
+    from ..settings import settings
+
+    return settings().max_archive_ratio
 
 
 def max_decompressed(compressed_size: int) -> int:

@@ -22,7 +22,7 @@ from typing import BinaryIO
 from .. import compression
 from ..digest import Digest
 from ..errors import BlobNotFound, DigestMismatch, LayerdbError, SourceError
-from ._files import Member, TarFiles, _kind, normalise
+from ._files import Member, TarFiles, normalise, tar_kind
 
 _CHUNK = 1 << 20
 _BLOCK = 512
@@ -143,7 +143,7 @@ class StreamFiles(TarFiles):
     def _member(self, tf: tarfile.TarFile, ti: tarfile.TarInfo, spool: BinaryIO,
                 cached: Collection[str]) -> None:
         name = normalise(ti.name)
-        kind = _kind(ti)
+        kind = tar_kind(ti)
         if not name:
             return
         if kind == "sparse":
