@@ -8,13 +8,16 @@
 
 The layer is generated (never committed) under ``--out`` (default ``benchmarks/out/smallfiles``):
 ``layer.tar``, 1,000,000 regular files of 8-20 bytes in 10,101 directories (1,010,101 members,
-~1.03 GB), its gzip (``layer.tar.gz``), and two OCI layouts that hard-link those blobs
-(``oci-plain``, ``oci-gzip``) for ``layerdb ingest``. Measured, each as a whole process with GNU
+~1.03 GB), its gzip (``layer.tar.gz``), a second layer of other files (``layer2.tar``), and
+OCI layouts that hard-link those blobs for ``layerdb ingest``: ``oci-plain`` and ``oci-gzip``
+(one image), ``oci-two`` (two images, one layer each). Measured, each as a whole process with GNU
 time (wall seconds, peak RSS of the process tree), page cache warm, best of ``--runs``:
 
 * ``tar -tvf layer.tar`` and ``tar -tzvf layer.tar.gz`` (the baselines);
 * ``ingest.read_layer`` of each blob (verify, store, index, write Parquet: the layer read);
-* ``layerdb ingest -j 1`` of each layout into a fresh catalog (the whole ingest).
+* ``layerdb ingest -j 1`` of each layout into a fresh catalog (the whole ingest);
+* ``layerdb ingest -j 1`` and ``-j 2`` of ``oci-two`` (scaling with cores; its ratio column is
+  against ``-j 1``).
 
 Ratios against the baseline of the same run are what count; the machine is shared and noisy.
 A run on 2 busy cores (load 12-16; tar -tvf took 19.6 s instead of ~4), before = main's tarindex:
@@ -66,9 +69,10 @@ def _header(name: bytes, size: int, typeflag: bytes, mode: int) -> bytes:
     return bytes(h)
 
 
-def build_layer(path: Path, files: int) -> dict:
+def build_layer(path: Path, files: int, top: bytes = b"data") -> dict:
     """``files`` regular files of 8-20 bytes, 100 to a directory, two directory levels:
-    ``data/NN/MM/fNNNNNNN`` (1,000,000 files: 10,101 directories). Streams to disk."""
+    ``TOP/NN/MM/fNNNNNNN`` (1,000,000 files: 10,101 directories). Streams to disk."""
+    top_dir = top
     per_dir = 100
     leaf_dirs = max(1, -(-files // per_dir))
     tmp = path.with_suffix(".tmp")
@@ -76,15 +80,15 @@ def build_layer(path: Path, files: int) -> dict:
     members = 0
     with open(tmp, "wb") as f:
         buf = bytearray()
-        buf += _header(b"data/", 0, b"5", 0o755)
+        buf += _header(top + b"/", 0, b"5", 0o755)
         members += 1
         n = 0
         for d in range(leaf_dirs):
             top, sub = divmod(d, 100)
             if sub == 0:
-                buf += _header(b"data/%02d/" % top, 0, b"5", 0o755)
+                buf += _header(b"%s/%02d/" % (top_dir, top), 0, b"5", 0o755)
                 members += 1
-            dname = b"data/%02d/%02d/" % (top, sub)
+            dname = b"%s/%02d/%02d/" % (top_dir, top, sub)
             buf += _header(dname, 0, b"5", 0o755)
             members += 1
             for _ in range(min(per_dir, files - n)):
@@ -125,26 +129,30 @@ def _put(blobs: Path, data: bytes) -> dict:
     return {"digest": "sha256:" + d, "size": len(data)}
 
 
-def oci_layout(dest: Path, blob: Path, diff_id: str, media_type: str) -> None:
-    """A one-image OCI layout whose layer blob is a hard link to ``blob``."""
+def oci_layout(dest: Path, blob: Path, diff_id: str, media_type: str,
+               more: tuple[tuple[Path, str], ...] = ()) -> None:
+    """An OCI layout of one-layer images whose layer blobs are hard links: ``blob``
+    (``bench/smallfiles:1.0``), then each (blob, diff_id) of ``more`` (``:2.0``, ...)."""
     if dest.exists():
         shutil.rmtree(dest)
     blobs = dest / "blobs" / "sha256"
     blobs.mkdir(parents=True)
-    digest = B.sha256_file(blob)
-    os.link(blob, blobs / digest)
-    cfg = {"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/sh"]},
-           "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-           "history": [{"created_by": "generate small files"}]}
-    c = _put(blobs, json.dumps(cfg).encode())
-    man = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-           "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **c},
-           "layers": [{"mediaType": media_type, "digest": "sha256:" + digest,
-                       "size": blob.stat().st_size}]}
-    m = _put(blobs, json.dumps(man).encode())
-    idx = {"schemaVersion": 2, "manifests": [{
-        "mediaType": "application/vnd.oci.image.manifest.v1+json", **m,
-        "annotations": {"org.opencontainers.image.ref.name": "bench/smallfiles:1.0"}}]}
+    manifests = []
+    for n, (b, d) in enumerate(((blob, diff_id), *more), 1):
+        digest = B.sha256_file(b)
+        os.link(b, blobs / digest)
+        cfg = {"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/sh"]},
+               "rootfs": {"type": "layers", "diff_ids": [d]},
+               "history": [{"created_by": "generate small files"}]}
+        c = _put(blobs, json.dumps(cfg).encode())
+        man = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+               "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **c},
+               "layers": [{"mediaType": media_type, "digest": "sha256:" + digest,
+                           "size": b.stat().st_size}]}
+        m = _put(blobs, json.dumps(man).encode())
+        manifests.append({"mediaType": "application/vnd.oci.image.manifest.v1+json", **m,
+                          "annotations": {"org.opencontainers.image.ref.name": f"bench/smallfiles:{n}.0"}})
+    idx = {"schemaVersion": 2, "manifests": manifests}
     (dest / "index.json").write_text(json.dumps(idx))
     (dest / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
 
@@ -154,15 +162,19 @@ def corpus(out: Path, files: int) -> dict:
     meta_p = out / "meta.json"
     if meta_p.exists():
         meta = json.loads(meta_p.read_text())
-        if meta.get("files") == files and (out / "layer.tar.gz").exists():
+        if meta.get("files") == files and (out / "oci-two").exists():
             return meta
     t = time.perf_counter()
     meta = build_layer(out / "layer.tar", files)
+    meta["second_diff_id"] = build_layer(out / "layer2.tar", files, b"more")["diff_id"]
     gzip_file(out / "layer.tar", out / "layer.tar.gz")
     oci_layout(out / "oci-plain", out / "layer.tar", meta["diff_id"],
                "application/vnd.oci.image.layer.v1.tar")
     oci_layout(out / "oci-gzip", out / "layer.tar.gz", meta["diff_id"],
                "application/vnd.oci.image.layer.v1.tar+gzip")
+    oci_layout(out / "oci-two", out / "layer.tar", meta["diff_id"],
+               "application/vnd.oci.image.layer.v1.tar",
+               more=((out / "layer2.tar", meta["second_diff_id"]),))
     meta_p.write_text(json.dumps(meta))
     print(f"built {meta['members']:,} members, {meta['size'] / 1e9:.2f} GB in "
           f"{time.perf_counter() - t:.0f} s", file=sys.stderr)
@@ -288,6 +300,23 @@ def bench(out: Path, meta: dict, srcs: dict[str, str], runs: int) -> list[tuple]
                     best = res if best is None or res[0] < best[0] else best
                 assert best is not None
                 rows.append((codec, "ingest -j 1", label, *best, best[0] / base[0]))
+                shutil.rmtree(cat, ignore_errors=True)
+        # two images of disjoint 1M-file layers: -j 2 against -j 1 (the "x tar" column is
+        # the ratio to -j 1 of the same tree here)
+        for label, src in srcs.items():
+            env = layerdb_env(src)
+            cat = scratch / f"catalog2-{label}"
+            got = {}
+            for jobs in (1, 2):
+                best = None
+                for _ in range(runs):
+                    shutil.rmtree(cat, ignore_errors=True)
+                    res = measure([sys.executable, "-m", "layerdb.cli", "ingest", "--catalog", str(cat),
+                                   "-j", str(jobs), str(out / "oci-two")], 1, env)
+                    best = res if best is None or res[0] < best[0] else best
+                assert best is not None
+                got[jobs] = best
+                rows.append(("two images", f"ingest -j {jobs}", label, *best, best[0] / got[1][0]))
                 shutil.rmtree(cat, ignore_errors=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

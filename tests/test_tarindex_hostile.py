@@ -394,3 +394,37 @@ def test_not_a_tar_and_truncation():
         _rows(data[:1500])
     # a stream that ends right after the last member's data (no padding, no marker) is fine
     assert [r["path"] for r in _rows(_member(b"a", b"x" * 10)[:522])] == ["/a"]
+
+
+def test_read_layer_reports_the_first_problem_when_batches_are_checked_on_a_thread(tmp_path, monkeypatch):
+    """ingest checks a batch's headers on the Parquet thread while the stream is read on: a
+    bad checksum in an early batch is still the error, not a truncation found later, and
+    nothing is left staged."""
+    import time
+
+    import layerdb.tarindex as ti
+    from layerdb.digest import Digest
+    from layerdb.ingest import LayerJob, read_layer
+    from layerdb.sources import FileSegment
+
+    monkeypatch.setattr(ti.index_layer_deferred, "__defaults__", (None, 64))
+    to_batch = ti._Batch.to_batch
+
+    def slow(self):  # the thread checks the first batch only after the reader hit the cut
+        time.sleep(0.3)
+        return to_batch(self)
+    monkeypatch.setattr(ti._Batch, "to_batch", slow)
+    good = [_member(b"f%04d" % i, b"x%d" % i) for i in range(300)]
+    bad = bytearray(good[10])
+    bad[148:156] = b"0000000\0"  # member 10: a checksum that does not match
+    data = b"".join(good[:10]) + bytes(bad) + b"".join(good[11:])
+    data = data[:-700]  # and the stream is cut inside the header of member 299
+    blob = tmp_path / "layer.tar"
+    blob.write_bytes(data)
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    job = LayerJob(blob=FileSegment(str(blob)), diff_id=Digest.of_bytes(data), digest=None,
+                   media_type="", staging=str(staging), source=str(blob), what="layer")
+    with pytest.raises(CorruptLayer, match=r"member 10: bad tar header checksum"):
+        read_layer(job)
+    assert os.listdir(staging) == []

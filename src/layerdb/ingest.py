@@ -118,7 +118,7 @@ def read_layer(job: LayerJob) -> LayerResult:
     from .catalog.parquet import BackgroundWriter, use_system_allocator
     from .compression import NONE, decompressor, sniff
     from .packages.scan import scan_layer
-    from .tarindex import SCHEMA, LayerStats, index_layer
+    from .tarindex import SCHEMA, LayerStats, index_layer_deferred
 
     use_system_allocator()
 
@@ -138,8 +138,15 @@ def read_layer(job: LayerJob) -> LayerResult:
             stream = decompressor(kind, hashed)  # type: ignore[arg-type]
             tee = _Tee(stream, writer.write)
             sink = BackgroundWriter(parquet_tmp, SCHEMA, also=index.add)
-            for batch in index_layer(tee, str(job.diff_id), stats):  # type: ignore[arg-type]
-                sink.put(batch)
+            bad_input: tuple[type[BaseException], ...] = (LayerdbError, *_decode_errors())
+            try:
+                for make in index_layer_deferred(tee, str(job.diff_id), stats):  # type: ignore[arg-type]
+                    sink.put(make)
+            except bad_input as e:
+                earlier = sink.error()  # a bad header in a batch before this point
+                if earlier is not None and earlier is not e:
+                    raise earlier from None
+                raise
             sink.close()
             tee.drain()
             hashed.drain()

@@ -26,7 +26,7 @@ import hashlib
 import posixpath
 import re
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -698,6 +698,17 @@ def index_layer(stream: BinaryIO, layer: str, stats: LayerStats | None = None,
     PAX (see the module docstring for how, and what is refused). Raises ``CorruptLayer`` on a
     truncated or malformed tar. Stops at the end-of-archive marker; the caller drains the rest
     (padding) if it hashes the stream."""
+    for make in index_layer_deferred(stream, layer, stats, batch_rows):
+        yield make()
+
+
+def index_layer_deferred(stream: BinaryIO, layer: str, stats: LayerStats | None = None,
+                         batch_rows: int = BATCH_ROWS) -> Iterator[Callable[[], pa.RecordBatch]]:
+    """``index_layer`` in two halves: the stream is read and cut into members here, and each
+    yielded callable then checks that batch's headers (raising ``CorruptLayer`` for the first
+    bad one) and makes its record batch. The callables may run on another thread (most of
+    their work is numpy and Arrow, without the GIL), one at a time and in order; a header
+    problem they find lies before any problem this generator raises later."""
     ix = _Indexer(stream, layer, stats if stats is not None else LayerStats(), batch_rows)
     try:
         yield from ix.run()
@@ -715,14 +726,18 @@ class _Indexer:
         self.holes = 0  # sparse hole bytes hashed so far
         self.b = _Batch(layer, 0)
 
-    def _flush(self) -> pa.RecordBatch:
+    def _flush(self) -> Callable[[], pa.RecordBatch]:
         b = self.b
         self.b = _Batch(self.layer, self.idx)
-        batch = b.to_batch()
-        self.stats.file_bytes += pc.sum(batch.column("size")).as_py() or 0
-        return batch
+        stats = self.stats
 
-    def run(self) -> Iterator[pa.RecordBatch]:
+        def make() -> pa.RecordBatch:
+            batch = b.to_batch()
+            stats.file_bytes += pc.sum(batch.column("size")).as_py() or 0
+            return batch
+        return make
+
+    def run(self) -> Iterator[Callable[[], pa.RecordBatch]]:
         ended = False
         while not ended:
             self._fast()

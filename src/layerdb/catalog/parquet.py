@@ -43,6 +43,7 @@ class BackgroundWriter:
 
     def __init__(self, path: str, schema: Any, also: Callable[[Any], None] | None = None,
                  depth: int = 3) -> None:
+        """``put`` takes a record batch, or a callable that makes one (run on the thread)."""
         import queue
 
         self._w = writer(path, schema)
@@ -57,6 +58,8 @@ class BackgroundWriter:
             if self._error is not None:
                 continue  # keep draining so put() never blocks
             try:
+                if callable(batch):
+                    batch = batch()
                 self._w.write_batch(batch)
                 if self._also is not None:
                     self._also(batch)
@@ -67,6 +70,13 @@ class BackgroundWriter:
         if self._error is not None:
             raise self._error
         self._q.put(batch)
+
+    def error(self) -> BaseException | None:
+        """Wait for the batches put so far; what went wrong on the thread, if anything."""
+        if self._t.is_alive():
+            self._q.put(None)
+            self._t.join()
+        return self._error
 
     def close(self) -> None:
         """Wait for the thread and close the file; raise what went wrong there. Idempotent."""
