@@ -66,27 +66,33 @@ def _tag(ref: str) -> str:
     return last.split(":", 1)[1] if ":" in last else ""
 
 
+def _names(how: str, asked: str, ref: str) -> bool:
+    """Whether ``ref`` (one of an image's refs) is named by ``asked`` the ``how`` way."""
+    if how == "ref":
+        return ref_matches(asked, ref)
+    if how == "repository":
+        return repository(ref) == repository(asked)
+    return how == "tag" and _tag(ref) == asked
+
+
 def matching(rows: Sequence[ImageRow], ref: str) -> tuple[str, list[ImageRow]]:
     """The images ``ref`` names, and how: ``ref``, ``digest``, ``repository`` or ``tag`` (the
     first of those that names any; see the module's docstring). ``("", [])`` when none."""
     ref = ref.strip()
-    found = [r for r in rows if any(ref_matches(ref, x) for x in r.refs)]
-    if found:
-        return "ref", found
-    h = _hex_prefix(ref)
-    if h is not None:
-        found = [r for r in rows if r.id[7:].startswith(h) or r.config_digest[7:].startswith(h)]
+    hexpart = _hex_prefix(ref)
+    bare = bool(ref) and "@" not in ref and ":" not in ref.rsplit("/", 1)[-1]
+    for how in ("ref", "digest", "repository", "tag"):
+        if how == "digest":
+            if hexpart is None:
+                continue
+            found = [r for r in rows if r.id[7:].startswith(hexpart)
+                     or r.config_digest[7:].startswith(hexpart)]
+        elif how == "ref" or (bare and (how == "repository" or "/" not in ref)):
+            found = [r for r in rows if any(_names(how, ref, x) for x in r.refs)]
+        else:
+            continue
         if found:
-            return "digest", found
-    if ref and "@" not in ref and ":" not in ref.rsplit("/", 1)[-1]:
-        want = repository(ref)
-        found = [r for r in rows if any(repository(x) == want for x in r.refs)]
-        if found:
-            return "repository", found
-        if "/" not in ref:
-            found = [r for r in rows if any(_tag(x) == ref for x in r.refs)]
-            if found:
-                return "tag", found
+            return how, found
     return "", []
 
 
@@ -121,7 +127,7 @@ def choose_image(rows: Sequence[ImageRow], ref: str | None, platform: str | None
             what += f" for platform {platform}"
         raise ImageNotFound(what)
     if len(groups) > 1:
-        names = ", ".join(_candidate(g) for g in groups[:10])
+        names = ", ".join(_candidate(g, how, ref or "") for g in groups[:10])
         more = f" and {len(groups) - 10} more" if len(groups) > 10 else ""
         by = f" by {how}" if how else ""
         raise ImageNotFound(
@@ -130,11 +136,14 @@ def choose_image(rows: Sequence[ImageRow], ref: str | None, platform: str | None
     return groups[0][0]
 
 
-def _candidate(group: Sequence[ImageRow]) -> str:
+def _candidate(group: Sequence[ImageRow], how: str, asked: str) -> str:
+    """One candidate of an ambiguous ``--image``: the ref that matched (else its name), its
+    id and config digest (12 hex digits each), platform, and how many twins it stands for."""
     r = group[0]
+    name = next((x for g in group for x in g.refs if _names(how, asked.strip(), x)), r.name)
     twins = f", {len(group)} twins" if len(group) > 1 else ""
     cfg = f", config {r.config_digest[7:19]}" if r.config_digest else ""
-    return f"{r.name} (id {r.id[7:19]}{cfg}, {r.platform}{twins})"
+    return f"{name} (id {r.id[7:19]}{cfg}, {r.platform}{twins})"
 
 
 def host_platform() -> str:
