@@ -50,7 +50,11 @@ def test_images_formats(home):
     rows = list(csv.DictReader(io.StringIO(_run("images", "--format", "csv", home=home).stdout)))
     assert rows[0]["name"] == "sample:1" and rows[0]["layer_count"] == "3"
     table = _run("images", home=home).stdout.splitlines()
-    assert table[0].split()[:3] == ["NAME", "ID", "PLATFORM"] and table[1].startswith("sample:1")
+    assert table[0].split()[:3] == ["NAME", "ID", "CONFIG_DIGEST"] and table[1].startswith("sample:1")
+    # docker's IMAGE ID: 12 hex digits in a table, the full digest with --no-trunc and in JSON
+    assert table[1].split()[2] == j[0]["config_digest"][7:19]
+    full = _run("images", "--no-trunc", home=home).stdout.splitlines()
+    assert full[1].split()[2] == j[0]["config_digest"] and len(j[0]["config_digest"]) == 71
 
 
 def test_layers_listing(home):

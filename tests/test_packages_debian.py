@@ -115,10 +115,10 @@ def test_debian_packages_match_dpkg_query(debian: dict) -> None:
     assert {p[0] for p in v1 - v2} == {REMOVED} and v2 < v1
     with Catalog(debian["cat"]) as c:
         # every package of v2 was installed by the base layer; purls name the distro
-        rows = c.query("select distinct installed_position, distro from packages where image = 'v2'")[1]
+        rows = c.query("select distinct installed_position, distro from packages where image = 'layout:v2'")[1]
         assert rows == [(0, "debian-12")]
-        purl = c.query("select purl from packages where image = 'v1' and name = 'libc6'")[1][0][0]
+        purl = c.query("select purl from packages where image = 'layout:v1' and name = 'libc6'")[1][0][0]
         arch = _run("dpkg", "--print-architecture").strip()
         assert purl.startswith("pkg:deb/debian/libc6@") and purl.endswith(f"?arch={arch}&distro=debian-12")
         where = c.query("select image from packages where name = $n order by image", {"n": REMOVED})[1]
-        assert where == [("v1",)]
+        assert where == [("layout:v1",)]  # umoci's bare tag v1, qualified by the layout's name

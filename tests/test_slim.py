@@ -278,9 +278,10 @@ def test_config_and_history(base, tmp_path):
     assert _cli("slim", "--catalog", base["cat"], "--image", "nss", "-o", str(out), "--format", "oci") == 0
     index = json.loads((out / "index.json").read_text())
     mdesc = index["manifests"][0]
-    # the default name: the source's ref ("nss", that is nss:latest) with -slim on its tag
-    assert mdesc["annotations"] == {"io.containerd.image.name": "nss:latest-slim",
-                                    "org.opencontainers.image.ref.name": "latest-slim"}
+    # the default name: the source's ref (the bare tag "nss" of layout "oci", that is oci:nss)
+    # with -slim on its tag
+    assert mdesc["annotations"] == {"io.containerd.image.name": "oci:nss-slim",
+                                    "org.opencontainers.image.ref.name": "nss-slim"}
     manifest = json.loads((out / "blobs/sha256" / mdesc["digest"][7:]).read_text())
     config = json.loads((out / "blobs/sha256" / manifest["config"]["digest"][7:]).read_text())
     assert config["config"]["User"] == "app"
@@ -498,7 +499,7 @@ def test_xattrs_carried(tar_cat, tmp_path):
 
     with Catalog(tar_cat) as c:
         rows = c.query("select image, xattrs from fs where path = '/app/bin/prog' order by image")[1]
-    assert [r[0] for r in rows] == ["rpath", "rpath:latest-slim"] and rows[0][1] == rows[1][1]
+    assert [r[0] for r in rows] == ["layout:rpath", "layout:rpath-slim"] and rows[0][1] == rows[1][1]
     assert rows[0][1]["user.note"] == b"kept"
 
 

@@ -70,7 +70,8 @@ def test_umoci_variant_is_valid(umoci_images: dict[str, str], variant: str,
     assert_valid_image(im, check_media_types=variant != "oci-none-mislabeled")
     src.close()
     assert not os.listdir(scratch)
-    assert im.refs == f.UMOCI_REFS[variant]
+    # a bare tag is qualified with the layout's name (the variant's directory)
+    assert im.refs == tuple(r if ":" in r else f"{variant}:{r}" for r in f.UMOCI_REFS[variant])
     assert im.platform == Platform("linux", "amd64")
     assert len(im.layers) == len(f.UMOCI_LAYERS)
     assert im.config.cmd == ("./app",)
@@ -259,7 +260,7 @@ def test_index_every_platform(writer: str, tmp_path: Path, scratch: Path) -> Non
                                                    "linux/arm/v7"]
     assert [str(im.id) for im in images] == [b.manifest_digest for b in built.images()]
     assert {str(im.index_digest) for im in images} == {built.digest}
-    expected_refs = ("latest", "example.com/multi:1")
+    expected_refs = ("img:latest", "example.com/multi:1")  # the bare tag qualified: ARCHIVE:TAG
     assert all(im.refs == expected_refs for im in images), [im.refs for im in images]
 
 
@@ -267,7 +268,7 @@ def test_index_refs_merge_and_bare_tags(tmp_path: Path, scratch: Path) -> None:
     spec = f.sample_image(tags=("latest", "example.com/app:v1", "v2"))
     f.write_oci_layout(tmp_path / "lay", [spec])
     [im] = load(tmp_path / "lay", scratch)
-    assert im.refs == ("latest", "example.com/app:v1", "v2")
+    assert im.refs == ("lay:latest", "example.com/app:v1", "lay:v2")
     assert im.index_digest is None
 
 
@@ -327,7 +328,7 @@ def test_artifacts_are_skipped(tmp_path: Path, scratch: Path) -> None:
     ]
     (lay / "index.json").write_text(json.dumps(index))
     [im] = load(lay, scratch)
-    assert im.refs == ("v1",)
+    assert im.refs == ("lay:v1",)
     index["manifests"] = index["manifests"][1:]
     (lay / "index.json").write_text(json.dumps(index))
     expect_error(UnsupportedMediaType, lay, scratch, "no image manifests")

@@ -83,7 +83,10 @@ def ingest(paths: tuple[str, ...], jobs: int | None, quiet: bool, verify: bool, 
     is verified against its digest and every layer against its diff_id; an archive (or a
     registry image) with any problem is refused whole, leaving catalog and cache as they were.
     Layers already in the catalog are not read again; a blob digest not seen before is still
-    read and checked before it is recorded (--verify: every blob). Registry requests are retried on
+    read and checked before it is recorded (--verify: every blob). A bare OCI tag (an
+    index.json ref.name of just v1) is recorded as ARCHIVE:v1, ARCHIVE the archive's file name
+    without .tar/.tar.gz/.oci (app-v1.tar -> app-v1:v1); a ref that moves to another image (a
+    retag) is said on stderr: ref app:latest moved from sha256:... to sha256:... Registry requests are retried on
     connection errors, 5xx and 429 ($LAYERDB_REGISTRY_RETRIES, default 5). Exit status: 0 all
     ingested, 1 any refused.
 
@@ -109,6 +112,12 @@ def ingest(paths: tuple[str, ...], jobs: int | None, quiet: bool, verify: bool, 
     def on(ev: dict) -> None:
         if ev["event"] == "wait" and not quiet:
             click.echo(f"layerdb: {ev['message']}", err=True)
+        elif ev["event"] == "moved":  # a retag: said even with -q (it changes what a name means)
+            from .errors import error_line
+
+            olds = ", ".join(f"{o[:19]}…" for o in ev["from"])
+            line = f"ref {ev['ref']} moved from {olds} to {ev['to'][:19]}…"
+            click.echo(f"layerdb: {error_line(line)}", err=True)
         elif progress is not None:
             progress(ev)
 
@@ -181,15 +190,21 @@ def _progress_bar() -> tuple[Callable[[dict], None], Callable[[], None]]:
 def images(fmt: str, catalog: str | None) -> None:
     """List ingested images.
 
+    id is the manifest digest (layerdb's image id); config_digest is docker's IMAGE ID.
+    Twins (one image saved as docker-archive and as OCI) are two rows with one
+    config_digest; --image takes either digest, a ref, a repository or a tag.
+
     \b
-    Example:
+    Examples:
+      layerdb images
+      layerdb images --no-trunc
       layerdb images --format json
     """
     from .catalog import Catalog
 
     with Catalog(existing_catalog(catalog)) as cat:
         cols, rows = cat.query(
-            "select name, id, platform, layer_count as layers, size, "
+            "select name, id, config_digest, platform, layer_count as layers, size, "
             "compressed_size, array_to_string(refs, ',') as refs, created from images "
             "order by name, platform" if fmt == "table" else
             "select id, name, refs, config_digest, platform, created, entrypoint, cmd, "

@@ -78,7 +78,7 @@ def platform_hint(root: str | None, ref: str | None, platform: str | None) -> It
 
 def _platforms_of(root: str | None, ref: str | None) -> list[str]:
     from .merged import open_view
-    from .model import ref_matches
+    from .selection import matching
 
     try:
         view = open_view(root)
@@ -89,10 +89,7 @@ def _platforms_of(root: str | None, ref: str | None) -> list[str]:
     except Exception:  # noqa: BLE001 - only a hint
         return []
     if ref:
-        hexpart = ref[7:] if ref.startswith("sha256:") else ref
-        rows = [r for r in rows if any(ref_matches(ref, x) for x in r.refs)
-                or (len(hexpart) >= 4 and (r.id[7:].startswith(hexpart)
-                                           or r.config_digest[7:].startswith(hexpart)))]
+        rows = matching(rows, ref)[1]
     return sorted({r.platform for r in rows})
 
 

@@ -36,7 +36,7 @@ from typing import BinaryIO, NamedTuple
 from .digest import Digest
 from .errors import DigestMismatch, ImageNotFound, LayerdbError, PathNotFound, UnsafePath, UsageError
 from .merged import FsEntry, MergedView, open_view
-from .selection import ImageRow, choose_image
+from .selection import ImageRow, choose_image, group_twins
 from .store import BlobStore, StoredLayer
 
 MAX_LINKS = 40
@@ -185,8 +185,8 @@ def find_image(view: MergedView, image: str | None, platform: str | None,
         raise PathNotFound(f"{path}: not found in any ingested image")
     if len(hits) > 1 and platform:
         return choose_image(hits, None, platform)
-    if len(hits) == 1:
-        return hits[0]
+    if len(group_twins(hits)) == 1:  # one image, or twins of one (the same config and layers)
+        return group_twins(hits)[0][0]
     hits.sort(key=lambda r: (r.name, r.id))
     cands = ", ".join(f"{r.name} ({r.id[:19]})" for r in hits[:10])
     raise ImageNotFound(f"{path} is in {len(hits)} images: {cands}; choose one with --image")

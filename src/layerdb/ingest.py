@@ -608,12 +608,15 @@ class _Run:
         new = [self.staged[d] for d in plan.waits if d in self.staged]
         archive = StagedArchive(recorded_source(plan.res.path, images), staged, list(blobs.values()), sizes)
         try:
-            self.w.record(archive, new)
+            moves = self.w.record(archive, new)
         except LayerdbError as e:
             plan.res.error = e
             self.emit({"event": "error", "path": plan.res.path, "error": str(e)})
             return
         res = plan.res
+        for ref, to in dict.fromkeys((m.ref, m.new_id) for m in moves):  # a retag: one line each
+            self.emit({"event": "moved", "path": res.path, "ref": ref, "to": to,
+                       "from": [m.old_id for m in moves if (m.ref, m.new_id) == (ref, to)]})
         res.new_images = len({str(i.id) for i in images} - self.known.images)
         fresh = [s for s in new if str(s.diff_id) not in self.known.layers]
         res.new_layers = len(fresh)

@@ -110,35 +110,27 @@ def layer_rows(root: str, image: str, platform: str | None, position: int,
 
 
 def layer_members(cat: Any, image_id: str, position: int, under: str) -> tuple[list[str], list[tuple]]:
-    """One query, over the ``files`` and ``image_layers`` views, of a layer's members with
-    their status. A member is ``modified`` when a lower layer has a member at its path that
-    no whiteout or opaque marker between the two layers deletes (on itself or an ancestor).
-    The catalog's per-image member-fate table will answer this directly: swap it in here."""
+    """One query, over the ``members`` view (every member of the image with the fate computed
+    at ingest), of layer ``position``'s members under ``under`` with their status. A member is
+    ``modified`` when a lower member at its identity (raw path) leaves the stack at this very
+    layer (``hidden_by_position``): it was visible just below; else ``added``. A whiteout row
+    is ``removed`` (the path it hides), an opaque marker ``opaque`` (its directory). No whiteout
+    rule is restated here. Within the layer the last member of a name (in tar order) speaks."""
     sql = """
-    with l as (select position, diff_id from image_layers where image_id = $id),
-    m as (select l.position, f.* from files f join l on f.layer = l.diff_id where l.position <= $n),
-    this as (select * from m where position = $n
+    with m as (select position, idx, path, raw_path, hidden_by_position from members
+               where image_id = $id and position < $n and idx >= 0 and hidden_by_position = $n),
+    this as (select * from members where image_id = $id and position = $n and idx >= 0
              and ($under = '/' or coalesce(hides, path) = $under
-                  or starts_with(coalesce(hides, path), $under || '/'))),
-    below as (select path, position from m where position < $n and whiteout = 'none'),
-    dels as (select position, hides, whiteout from m where position < $n and whiteout <> 'none'),
-    lower as (
-      select b.path, max(b.position) as position from below b
-      join (select distinct coalesce(hides, path) as p from this) t on t.p = b.path
-      group by b.path),
-    gone as (  -- a lower copy deleted again below layer n (whiteout on it or an ancestor, or
-               -- an opaque marker on an ancestor)
-      select lo.path from lower lo join dels d on d.position > lo.position
-        and ((d.whiteout = 'whiteout' and (lo.path = d.hides or starts_with(lo.path, d.hides || '/')))
-          or (d.whiteout = 'opaque' and starts_with(lo.path, rtrim(d.hides, '/') || '/'))))
+                  or starts_with(coalesce(hides, path), $under || '/')))
     select coalesce(t.hides, t.path) as path, t.raw_path, t.type, t.size, t.mode, t.uid,
            t.gid, t.uname, t.gname, t.mtime, t.linkname, t.layer as content_layer,
            t.offset_data as content_offset, t.sha256, t.devmajor, t.devminor,
            case when t.whiteout = 'opaque' then 'opaque'
                 when t.whiteout = 'whiteout' then 'removed'
-                when lo.path is not null and lo.path not in (select path from gone) then 'modified'
+                when exists (select 1 from m where m.path = t.path
+                             and m.raw_path is not distinct from t.raw_path) then 'modified'
                 else 'added' end as status
-    from this t left join lower lo on lo.path = t.path
+    from this t
     qualify row_number() over (partition by coalesce(t.hides, t.path), t.whiteout = 'opaque'
                                order by t.idx desc) = 1
     order by coalesce(t.hides, t.path), t.whiteout

@@ -1,6 +1,22 @@
-"""Choosing one image: by ref, id or config digest, and platform (``choose_image``).
+"""Choosing one image: by ref, id, config digest, repository or tag, and platform
+(``choose_image``).
 
 Every ``--image`` of every command goes through here, whichever backend lists the images.
+
+What ``--image X`` matches, in this order (the first kind that matches anything decides):
+
+1. a ref (``repo:tag``; ``repo`` alone means ``repo:latest``; docker's defaults filled in:
+   ``docker.io/library/x:t`` is ``x:t``);
+2. a digest: an image id (manifest digest) or a config digest (docker's IMAGE ID), full or a
+   prefix of at least 4 hex digits, with or without ``sha256:``;
+3. a repository name without a tag (``app`` names ``app:v1`` when no ``app:latest`` exists);
+4. a tag alone (``v1`` names ``app:v1``).
+
+Twins (images with one config digest: the same image saved as docker-archive and as OCI) are
+one image here: they have the same config and the same layers, so any of them answers every
+read alike, and the one with the lowest id is taken. Candidates left that are not twins of
+each other (after ``--platform``, or the host's platform when that leaves one) are an
+``ImageNotFound`` listing them: never a silent pick.
 """
 from __future__ import annotations
 
@@ -8,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .errors import ImageNotFound
-from .model import Platform, ref_matches
+from .model import Platform, familiar_ref, ref_matches
 
 
 @dataclass(frozen=True)
@@ -24,40 +40,110 @@ class ImageRow:
     config_digest: str = ""
 
 
+_HEX = frozenset("0123456789abcdef")
+
+
+def _hex_prefix(text: str) -> str | None:
+    """The hex digits ``text`` gives as a digest or digest prefix (``sha256:`` optional), or
+    None when it is not one (fewer than 4 hex digits, more than 64, anything else)."""
+    h = text[7:] if text.startswith("sha256:") else text
+    return h if 4 <= len(h) <= 64 and set(h) <= _HEX else None
+
+
+def repository(ref: str) -> str:
+    """``repo`` of ``repo:tag`` / ``repo@digest`` (docker's defaults dropped: ``docker.io/
+    library/x:t`` -> ``x``; podman's ``localhost/`` too)."""
+    r = familiar_ref(ref.split("@", 1)[0])
+    if r.startswith("localhost/"):
+        r = r[len("localhost/"):]
+    head, _, last = r.rpartition("/")
+    last = last.split(":", 1)[0]
+    return f"{head}/{last}" if head else last
+
+
+def _tag(ref: str) -> str:
+    last = ref.split("@", 1)[0].rsplit("/", 1)[-1]
+    return last.split(":", 1)[1] if ":" in last else ""
+
+
+def _names(how: str, asked: str, ref: str) -> bool:
+    """Whether ``ref`` (one of an image's refs) is named by ``asked`` the ``how`` way."""
+    if how == "ref":
+        return ref_matches(asked, ref)
+    if how == "repository":
+        return repository(ref) == repository(asked)
+    return how == "tag" and _tag(ref) == asked
+
+
+def matching(rows: Sequence[ImageRow], ref: str) -> tuple[str, list[ImageRow]]:
+    """The images ``ref`` names, and how: ``ref``, ``digest``, ``repository`` or ``tag`` (the
+    first of those that names any; see the module's docstring). ``("", [])`` when none."""
+    ref = ref.strip()
+    hexpart = _hex_prefix(ref)
+    bare = bool(ref) and "@" not in ref and ":" not in ref.rsplit("/", 1)[-1]
+    for how in ("ref", "digest", "repository", "tag"):
+        if how == "digest":
+            if hexpart is None:
+                continue
+            found = [r for r in rows if r.id[7:].startswith(hexpart)
+                     or r.config_digest[7:].startswith(hexpart)]
+        elif how == "ref" or (bare and (how == "repository" or "/" not in ref)):
+            found = [r for r in rows if any(_names(how, ref, x) for x in r.refs)]
+        else:
+            continue
+        if found:
+            return how, found
+    return "", []
+
+
+def group_twins(rows: Sequence[ImageRow]) -> list[list[ImageRow]]:
+    """``rows`` grouped into images: twins (one config digest and platform) together, lowest
+    id first."""
+    groups: dict[tuple[str, str], list[ImageRow]] = {}
+    for r in sorted(rows, key=lambda r: r.id):
+        groups.setdefault((r.config_digest or r.id, r.platform), []).append(r)
+    return list(groups.values())
+
+
 def choose_image(rows: Sequence[ImageRow], ref: str | None, platform: str | None) -> ImageRow:
-    """Pick one image by ref (``repo:tag``; ``repo`` means ``repo:latest``), id or config
-    digest (full or a prefix of at least 4 hex digits). Without ``ref`` there must be exactly
-    one image (per platform). Raises ``ImageNotFound`` naming the candidates."""
+    """Pick one image by ``ref`` (see the module's docstring for what it matches, in what
+    order) and ``platform``. Without ``ref`` there must be exactly one image (twins count as
+    one; per platform). Raises ``ImageNotFound`` naming the candidates when several match."""
     want = Platform.parse(platform) if platform else None
     found = list(rows)
-    if ref:
-        ref = ref.strip()
-        hexpart = ref[7:] if ref.startswith("sha256:") else ref
-        is_hex = len(hexpart) >= 4 and all(c in "0123456789abcdef" for c in hexpart)
-
-        def hit(r: ImageRow) -> bool:
-            if any(ref_matches(ref, x) for x in r.refs):
-                return True
-            return is_hex and (r.id[7:].startswith(hexpart) or r.config_digest[7:].startswith(hexpart))
-
-        found = [r for r in found if hit(r)]
+    how = ""
+    if ref and ref.strip():
+        how, found = matching(rows, ref)
     if want:
         found = [r for r in found if Platform.parse(r.platform).matches(want)]
-    if len(found) > 1 and not want:
-        host = [r for r in found if r.platform.startswith(host_platform())]
+    groups = group_twins(found)
+    if len(groups) > 1 and not want:
+        host = [g for g in groups if g[0].platform.startswith(host_platform())]
         if len(host) == 1:
-            found = host
-    if not found:
+            groups = host
+    if not groups:
         what = f"no image matches {ref!r}" if ref else "the catalog holds no image"
         if platform:
             what += f" for platform {platform}"
         raise ImageNotFound(what)
-    if len(found) > 1:
-        names = ", ".join(f"{r.name} ({r.id[:19]}, {r.platform})" for r in found[:10])
+    if len(groups) > 1:
+        names = ", ".join(_candidate(g, how, ref or "") for g in groups[:10])
+        more = f" and {len(groups) - 10} more" if len(groups) > 10 else ""
+        by = f" by {how}" if how else ""
         raise ImageNotFound(
-            f"{len(found)} images match {ref or 'no --image'}: {names}; name one with --image"
-            + ("" if want else " or --platform"))
-    return found[0]
+            f"{len(groups)} images match {ref or 'no --image'}{by}: {names}{more}; name one with "
+            "--image (a ref or a longer id)" + ("" if want else " or --platform"))
+    return groups[0][0]
+
+
+def _candidate(group: Sequence[ImageRow], how: str, asked: str) -> str:
+    """One candidate of an ambiguous ``--image``: the ref that matched (else its name), its
+    id and config digest (12 hex digits each), platform, and how many twins it stands for."""
+    r = group[0]
+    name = next((x for g in group for x in g.refs if _names(how, asked.strip(), x)), r.name)
+    twins = f", {len(group)} twins" if len(group) > 1 else ""
+    cfg = f", config {r.config_digest[7:19]}" if r.config_digest else ""
+    return f"{name} (id {r.id[7:19]}{cfg}, {r.platform}{twins})"
 
 
 def host_platform() -> str:

@@ -16,7 +16,7 @@ from ..digest import Digest
 from ..errors import DigestMismatch, ImageNotFound, LayerdbError, StoreError
 from ..model import ref_matches
 from ..processes import pid_alive
-from ..selection import choose_image
+from ..selection import choose_image, matching
 from .db import image_rows
 from .layout import Layout
 from .writer import Writer
@@ -43,15 +43,20 @@ def remove(root: str | None, names: Sequence[str], platform: str | None = None,
         forget: list[str] = []
         for name in names:
             img = choose_image(rows, name, platform)
-            refs = [r for r in img.refs if ref_matches(name, r)]
-            left = [r for r in img.refs if r not in refs and r not in untag]
-            if refs and left:
-                untag.extend(refs)
-                out.untagged.extend(refs)
-            elif img.id not in forget:
-                forget.append(img.id)
-                out.untagged.extend(r for r in img.refs if r not in untag)
-                out.deleted.append(img.id)
+            # twins (one config digest) are one image: the name acts on each it names
+            named = {r.id for r in matching(rows, name)[1]}
+            for twin in [r for r in rows if r.id == img.id or (
+                    r.id in named and r.config_digest == img.config_digest
+                    and r.platform == img.platform)]:
+                refs = [r for r in twin.refs if ref_matches(name, r)]
+                left = [r for r in twin.refs if r not in refs and r not in untag]
+                if refs and left:
+                    untag.extend(r for r in refs if r not in untag)
+                    out.untagged.extend(r for r in refs if r not in out.untagged)
+                elif twin.id not in forget:
+                    forget.append(twin.id)
+                    out.untagged.extend(r for r in twin.refs if r not in untag and r not in out.untagged)
+                    out.deleted.append(twin.id)
         if untag:
             w.untag(untag)
         if forget:

@@ -69,6 +69,15 @@ class StagedArchive:
     sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class RefMove:
+    """A ref that named ``old_id`` and names ``new_id`` since this commit (a retag)."""
+
+    ref: str
+    old_id: str
+    new_id: str
+
+
 @dataclass
 class Known:
     """What the catalog holds already, for the images of a run: the one "already known"
@@ -172,10 +181,11 @@ class Writer:
             os.replace(s.packages_tmp, self.layout.packages(d))
         self.placed.add(d)
 
-    def record(self, archive: StagedArchive, layers: Sequence[StagedLayer]) -> None:
+    def record(self, archive: StagedArchive, layers: Sequence[StagedLayer]) -> list[RefMove]:
         """Make an archive's images visible, in one transaction. Every file the rows name
         (its layers, placed with ``place_layer`` or known; its images' members) is in place
-        first."""
+        first. Returns the refs this took from other images (see ``_insert_image``)."""
+        moves: list[RefMove] = []
         for si in archive.images:
             if si.members_tmp:
                 os.replace(si.members_tmp, self.layout.members(si.image.id))
@@ -199,7 +209,7 @@ class Writer:
                         "update layer_meta set compressed_size = least(coalesce(compressed_size, ?), ?) "
                         "where diff_id = ?", [b.size, b.size, str(b.diff_id)])
                 for si in archive.images:
-                    _insert_image(con, si, sizes, archive.source)
+                    moves += _insert_image(con, si, sizes, archive.source)
                 con.execute("commit")
             except duckdb.Error as e:
                 with contextlib.suppress(duckdb.Error):
@@ -207,6 +217,7 @@ class Writer:
                 raise CatalogError(f"recording {archive.source}: {_one_line(e)}") from e
             self.recorded.update(str(l.diff_id) for si in archive.images for l in si.image.layers)
             self._refresh_lookup(con)
+        return moves
 
     def remove_images(self, image_ids: Sequence[str]) -> None:
         """Forget these images (their rows; files stay until ``gc``)."""
@@ -309,7 +320,7 @@ def _lock(layout: Layout, wait: float, on_wait: Callable[[str], None] | None) ->
 
 
 def _insert_image(con: duckdb.DuckDBPyConnection, si: StagedImage,
-                  sizes: dict[str, tuple[int, int]], source: str) -> None:
+                  sizes: dict[str, tuple[int, int]], source: str) -> list[RefMove]:
     img = si.image
     cfg = img.config
     seq = con.execute("select nextval('ingest_seq')").fetchone()[0]  # type: ignore[index]
@@ -340,15 +351,23 @@ def _insert_image(con: duckdb.DuckDBPyConnection, si: StagedImage,
                  sizes.get(str(l.diff_id), (0, 0))[1],
                  h.created_by if h else None, h.created if h else None,
                  h.comment if h else None])
-    # a ref names one image per platform: the newest ingest takes it
+    # a ref names one image per platform: the newest ingest takes it (a retag, returned as
+    # a move); twins (the same config digest: the same image in another form) share it
     p = img.platform
+    moves: list[RefMove] = []
     for ref in dict.fromkeys(familiar_ref(r) for r in img.refs):
-        con.execute(
-            "delete from image_refs where ref = ? and image_id in (select id from image_meta "
-            "where os = ? and architecture = ? and variant = ? and id <> ?)",
+        taken = [r[0] for r in con.execute(
+            "select distinct image_id from image_refs where ref = ? and image_id in (select id "
+            "from image_meta where os = ? and architecture = ? and variant = ? and id <> ? "
+            "and config_digest is distinct from ?) order by image_id",
             [ref, p.os or cfg.os, p.architecture or cfg.architecture, p.variant or cfg.variant,
-             str(img.id)])
+             str(img.id), str(img.config_digest)]).fetchall()]
+        if taken:
+            con.execute("delete from image_refs where ref = ? and list_contains(?, image_id)",
+                        [ref, taken])
+            moves += [RefMove(ref, old, str(img.id)) for old in taken]
         if not con.execute("select 1 from image_refs where ref = ? and image_id = ?",
                            [ref, str(img.id)]).fetchone():
             con.execute("insert into image_refs values (?, ?, nextval('ingest_seq'))",
                         [ref, str(img.id)])
+    return moves

@@ -5,6 +5,8 @@ Error messages start with the archive path the user gave and name the member or 
 """
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -121,6 +123,52 @@ def refs_from_annotations(annotations: dict[str, str]) -> list[str]:
     if ref and not (full and (full == ref or full.endswith((":" + ref, "@" + ref)))):
         out.append(ref)
     return out
+
+
+#: what a file name ends with that is not part of an archive's name (stripped repeatedly)
+_ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.zst", ".tar.zstd", ".gz", ".zst", ".zstd", ".tar",
+                     ".oci")
+_NOT_NAME = re.compile(r"[^a-z0-9._-]+")
+
+
+def archive_name(path: str) -> str | None:
+    """The name a bare tag is qualified with: the base name of the archive or layout ``path``
+    (a source as the user gave it: ``oci-archive:`` / ``oci:`` / ``docker-archive:`` prefixes
+    and skopeo's ``:TAG`` suffix dropped), without archive suffixes (``.tar``, ``.tar.gz``,
+    ``.oci``...), lowercased, runs of characters a repository name cannot hold made ``-``.
+    None for a stream without a name of its own (``-``, ``/dev/fd/N``, ``/proc/...``)."""
+    for prefix in ("docker-archive:", "oci-archive:", "oci:"):
+        if path.startswith(prefix):
+            path = path[len(prefix):]
+            if prefix != "docker-archive:":
+                path = path.partition(":")[0]
+            break
+    if path in ("", "-") or path.startswith(("/dev/", "/proc/")):
+        return None
+    name = os.path.basename(path.rstrip("/")).lower()
+    stripped = True
+    while stripped:
+        stripped = False
+        for suffix in _ARCHIVE_SUFFIXES:
+            if name.endswith(suffix) and len(name) > len(suffix):
+                name, stripped = name[: -len(suffix)], True
+                break
+    name = _NOT_NAME.sub("-", name).strip("-.")
+    return name or None
+
+
+def is_bare_tag(ref: str) -> bool:
+    """A ref that is a tag alone (``v1``, ``latest``): no repository, registry or digest."""
+    return bool(ref) and not any(c in ref for c in "/:@")
+
+
+def qualify_ref(ref: str, path: str) -> str:
+    """A bare tag as ``ARCHIVE:TAG`` (``archive_name`` of ``path``), so that two archives
+    tagged ``v1`` keep two names; any other ref, and a tag from a nameless stream, as is."""
+    if not is_bare_tag(ref):
+        return ref
+    name = archive_name(path)
+    return f"{name}:{ref}" if name else ref
 
 
 def merge_refs(*groups: Iterable[str]) -> tuple[str, ...]:

@@ -6,6 +6,7 @@ sizes checked, never read.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from ..digest import Digest
@@ -21,11 +22,14 @@ from ._images import (
     check_layer_type,
     expect,
     is_attestation,
+    is_bare_tag,
     layer_where,
     load_config,
     load_json,
+    merge_refs,
     parse_descriptor,
     parse_json,
+    qualify_ref,
     refs_from_annotations,
 )
 
@@ -34,7 +38,8 @@ _MAX_DEPTH = 8
 
 def walk_layout(files: Files, source: str) -> list[Image]:
     """Every image an OCI layout's ``index.json`` reaches, in index order, one per manifest
-    digest (refs of repeated manifests merged).
+    digest (refs of repeated manifests merged; a bare tag such as ``v1`` qualified with the
+    archive's name as ``NAME:v1``, see ``qualify_ref``; ``source`` is the path as given).
 
     Indexes are followed (nested ones too); every platform becomes its own ``Image`` with
     ``index_digest`` set to the index blob the top-level ``index.json`` entry names; BuildKit
@@ -55,7 +60,9 @@ def walk_layout(files: Files, source: str) -> list[Image]:
     if not len(walker.found) and walker.skipped:
         raise UnsupportedMediaType(f"{where}: no image manifests; skipped "
                                    + ", ".join(walker.skipped))
-    return list(walker.found)
+    # a bare tag (``v1``) names nothing outside its archive: qualify it with the archive's name
+    return [replace(i, refs=merge_refs(qualify_ref(r, source) for r in i.refs))
+            if any(is_bare_tag(r) for r in i.refs) else i for i in walker.found]
 
 
 class Walker:

@@ -140,7 +140,10 @@ class _Tagged:
         self.path = src.path
 
     def images(self) -> Iterator[Image]:
-        found = [i for i in self.src.images() if self.tag in i.refs]
+        from ._images import qualify_ref
+
+        tags = {self.tag, qualify_ref(self.tag, self.path)}  # a bare tag is qualified by now
+        found = [i for i in self.src.images() if tags & set(i.refs)]
         if not found:
             have = sorted({r for i in self.src.images() for r in i.refs})
             raise SourceError(f"{self.path}: no image tagged {self.tag!r}"

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .. import compression
@@ -28,7 +28,7 @@ from ..digest import Digest
 from ..errors import BlobNotFound
 from ..model import OCI_CONFIG, OCI_MANIFEST, Blob, Image, LayerRef
 from ._files import SourceBase, read_small
-from ._images import Collector, check_digest, expect, load_config, load_json
+from ._images import Collector, check_digest, expect, load_config, load_json, merge_refs, qualify_ref
 from ._oci import walk_layout
 
 #: Media type of a legacy layer file, by the compression its first bytes show.
@@ -66,6 +66,8 @@ class DockerArchiveSource(SourceBase):
         for image in oci:
             found.add(image)
         for i, entry in enumerate(entries):
+            # a bare RepoTag (``v1``) as a bare OCI tag: qualified with the archive's name
+            entry = replace(entry, repo_tags=merge_refs(qualify_ref(t, self.path) for t in entry.repo_tags))
             raw = self._config_bytes(entry, i)
             digest = Digest.of_bytes(raw)
             matches = [im for im in oci

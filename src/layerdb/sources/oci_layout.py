@@ -1,8 +1,9 @@
 """OCI image layouts: a directory or an ``oci-archive`` tar holding ``oci-layout``,
 ``index.json`` and ``blobs/sha256/<hex>``.
 
-Refs come from the ``index.json`` annotations ``org.opencontainers.image.ref.name`` (kept as
-written: skopeo writes ``example.com/app:v1``, umoci a bare ``latest``) and
+Refs come from the ``index.json`` annotations ``org.opencontainers.image.ref.name`` (a full
+ref as written: skopeo writes ``example.com/app:v1``; a bare tag, as umoci's ``latest`` or
+skopeo's ``oci-archive:app.tar:v1``, qualified with the archive's name: ``app:v1``) and
 ``io.containerd.image.name``. Layer blobs are ``FileSegment``s: the whole blob file of a
 directory, or the member's byte range inside an archive.
 """
