@@ -68,22 +68,71 @@ class LayerResult:
     packages_tmp: str | None = None  # the layer's package rows (packages.scan_layer), if any
 
 
-class _Tee:
-    """Reads from ``src`` and hands every byte to ``sink`` as well."""
+class _Prefetch:
+    """Reads ``src`` on a thread of its own, ``chunk`` bytes at a time and at most ``depth``
+    chunks ahead, handing each chunk to ``sink`` there (the store's writer) and to ``read``
+    here; at the end of ``src`` it calls ``at_end`` there (draining the rest of the blob).
+    So decompression, blob hashing and the store's framing overlap with the indexer. An error
+    on the thread is raised again by ``read``; ``stop`` ends the thread early."""
 
-    def __init__(self, src, sink) -> None:  # type: ignore[no-untyped-def]
-        self._src = src
-        self._sink = sink
+    def __init__(self, src: Any, sink: Callable[[bytes], None], at_end: Callable[[], None],
+                 chunk: int = 4 << 20, depth: int = 4) -> None:
+        import queue
+
+        self._src, self._sink, self._at_end, self._chunk = src, sink, at_end, chunk
+        self._q: queue.Queue = queue.Queue(maxsize=depth)
+        self._stopping = False
+        self._left = b""
+        self._done = False
+        self._t = threading.Thread(target=self._run, name="layerdb-read", daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping:
+                data = self._src.read(self._chunk)
+                if not data:
+                    self._at_end()
+                    self._q.put(b"")
+                    return
+                self._sink(data)
+                self._q.put(data)
+        except BaseException as e:  # noqa: BLE001 - raised again by read() on the caller's thread
+            self._q.put(e)
 
     def read(self, n: int = -1) -> bytes:
-        data = self._src.read(n)
-        if data:
-            self._sink(data)
+        if not self._left:
+            if self._done:
+                return b""
+            item = self._q.get()
+            if isinstance(item, BaseException):
+                self._done = True
+                raise item
+            if not item:
+                self._done = True
+                return b""
+            self._left = item
+        if n < 0 or n >= len(self._left):
+            data, self._left = self._left, b""
+        else:
+            data, self._left = self._left[:n], self._left[n:]
         return data
 
     def drain(self) -> None:
-        while self.read(1 << 20):
+        """Read to the end (everything is handed to ``sink`` and ``at_end`` runs)."""
+        while self.read(self._chunk):
             pass
+
+    def stop(self) -> None:
+        """End the thread (its current read finishes first); idempotent."""
+        import queue
+
+        self._stopping = True
+        while self._t.is_alive():
+            try:
+                self._q.get(timeout=0.05)
+            except queue.Empty:
+                pass
 
 
 _DECODE_ERRORS: tuple[type[BaseException], ...] = (zlib.error, EOFError, OSError, ValueError)
@@ -129,6 +178,7 @@ def read_layer(job: LayerJob) -> LayerResult:
     stats = LayerStats()
     index = layerindex.Builder(index_tmp)
     sink: BackgroundWriter | None = None
+    tee: _Prefetch | None = None
     kind = "layer"
     try:
         raw = job.blob.open()
@@ -136,7 +186,7 @@ def read_layer(job: LayerJob) -> LayerResult:
             kind, head = sniff(raw)
             hashed = HashingReader(head, job.what, hashing=kind != NONE)
             stream = decompressor(kind, hashed)  # type: ignore[arg-type]
-            tee = _Tee(stream, writer.write)
+            tee = _Prefetch(stream, writer.write, hashed.drain)
             sink = BackgroundWriter(parquet_tmp, SCHEMA, also=index.add)
             bad_input: tuple[type[BaseException], ...] = (LayerdbError, *_decode_errors())
             try:
@@ -149,8 +199,9 @@ def read_layer(job: LayerJob) -> LayerResult:
                 raise
             sink.close()
             tee.drain()
-            hashed.drain()
         finally:
+            if tee is not None:
+                tee.stop()
             raw.close()
         diff_id = writer.finish()
         digest = hashed.digest() if kind != NONE else diff_id
