@@ -185,7 +185,10 @@ READ_LAYER = """
 import sys, tempfile
 from layerdb.digest import Digest
 from layerdb.ingest import LayerJob, read_layer
-from layerdb.sources import FileSegment
+try:
+    from layerdb.sources import FileSegment
+except ImportError:  # a tree from before it moved
+    from layerdb.model import FileSegment
 blob, diff_id, media_type, staging = sys.argv[1:5]
 job = LayerJob(blob=FileSegment(blob), diff_id=Digest.parse(diff_id), digest=None,
                media_type=media_type, staging=staging, source=blob, what="layer")

@@ -163,14 +163,14 @@ def read_layer(job: LayerJob) -> LayerResult:
     and to the indexer, whose batches go to the Parquet file and layer index on another
     thread. An uncompressed blob is its tar, so the store's hash is its digest as well and
     it is not hashed twice."""
+    from . import memory
     from .catalog import layerindex
-    from .catalog.parquet import BackgroundWriter, use_system_allocator
+    from .catalog.parquet import BackgroundWriter
     from .compression import NONE, decompressor, sniff
     from .packages.scan import scan_layer
     from .tarindex import SCHEMA, LayerStats, index_layer_deferred
 
-    use_system_allocator()
-
+    memory.use_system_allocator()
     writer = LayerWriter(job.staging)
     fd, parquet_tmp = tempfile.mkstemp(dir=job.staging, suffix=".parquet.tmp")
     os.close(fd)
@@ -232,6 +232,7 @@ def read_layer(job: LayerJob) -> LayerResult:
             except BaseException:  # noqa: BLE001 - the first error is the one raised
                 pass
         index.abort()  # its spill files (after finish: nothing left to remove)
+        memory.release()
     return LayerResult(
         diff_id=job.diff_id, digest=digest, compressed_size=hashed.bytes_read,
         size=writer.size, stored_size=writer.stored_size, member_count=stats.members,

@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 from . import sparse as _sparse
 from .errors import CorruptLayer
 
-BATCH_ROWS = 32768
+BATCH_ROWS = 16384
 CHUNK = 4 << 20  # bytes read from the stream at a time
 MAX_SPECIAL = 1 << 20  # Go's limit on a PAX header's or GNU long name's data (maxSpecialFileSize)
 MAX_SPARSE_ENTRIES = 1 << 20  # regions in one sparse map

@@ -47,14 +47,16 @@ class MaterializeResult:
 
 def materialize(job: MaterializeJob) -> MaterializeResult:
     """Compute the image's member fates and write its members Parquet and fate file."""
+    from .. import memory
     from .fate import compute
-    from .parquet import use_system_allocator
 
-    use_system_allocator()
-
-    fate = compute(job.layers)
-    _write_members(job, fate)
-    write_fate(job.fate_out, fate)
+    memory.use_system_allocator()
+    try:
+        fate = compute(job.layers)
+        _write_members(job, fate)
+        write_fate(job.fate_out, fate)
+    finally:
+        memory.release()
     return MaterializeResult(job.image_id, sum(len(lf.visible) for lf in fate.layers),
                              sum(int(lf.visible.sum()) for lf in fate.layers) + len(fate.implied))
 

@@ -17,15 +17,6 @@ DICTIONARY = ["layer", "image_id", "type", "parent", "uname", "gname", "whiteout
               "linkname", "hidden_by_kind", "content_layer"]
 
 
-def use_system_allocator() -> None:
-    """Have Arrow allocate with malloc in this (ingest worker) process. Its default,
-    mimalloc, keeps freed pages: computing the fates of a 2M-member image peaked at 488 MB
-    with it and 361-398 MB with malloc, in the same time."""
-    import pyarrow as pa
-
-    pa.set_memory_pool(pa.system_memory_pool())
-
-
 def writer(path: str, schema: Any) -> Any:
     """A ``pyarrow.parquet.ParquetWriter`` for a catalog table at ``path``."""
     import pyarrow.parquet as pq
@@ -42,7 +33,7 @@ class BackgroundWriter:
     batches wait; an error on the thread is raised again by ``put`` or ``close``."""
 
     def __init__(self, path: str, schema: Any, also: Callable[[Any], None] | None = None,
-                 depth: int = 3) -> None:
+                 depth: int = 2) -> None:
         """``put`` takes a record batch, or a callable that makes one (run on the thread)."""
         import queue
 
