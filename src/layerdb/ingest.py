@@ -18,6 +18,7 @@ import errno
 import multiprocessing
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -317,12 +318,24 @@ class IngestReport:
         return [a for a in self.archives if a.error is not None]
 
 
+# the members that the member tables being built at once may hold between them. Building one
+# takes ~200 bytes a member, and a worker keeps ~170 MB after a layer read: on the scale fleet
+# (benchmarks/fleet_bench.py, -j 2) two 1M-member builds side by side put the process tree at
+# 1,014 MB. Above the budget, builds take turns (one always runs, whatever its size).
+MATERIALIZE_BUDGET = 1_500_000
+
+
 def _executor(jobs: int) -> cf.Executor:
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["layerdb.ingest", "layerdb.tarindex", "layerdb.catalog.members",
                                 "pyarrow.parquet"])
-    return cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx,
-                                  initializer=_exit_with, initargs=(os.getpid(),))
+    # A fresh worker for each task (Python >= 3.11): a worker that read a layer keeps ~150 MB
+    # it no longer uses (fragmented heaps), and a fork from the forkserver costs milliseconds.
+    # Scale fleet, -j 2: peak 946 -> 617 MB for the process tree. (Only 1: CPython's
+    # gh-115634 deadlock needs max_tasks_per_child > 1.)
+    recycle: dict[str, Any] = {"max_tasks_per_child": 1} if sys.version_info >= (3, 11) else {}
+    return cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_exit_with,
+                                  initargs=(os.getpid(),), **recycle)
 
 
 def _exit_with(pid: int) -> None:
@@ -490,6 +503,11 @@ class _Run:
         self.staged: dict[str, StagedLayer] = {}  # placed this run
         self.results: dict[str, LayerResult] = {}  # diff_id -> read
         self.pending: set[cf.Future] = set()
+        # member tables wait their turn so that those being built hold at most
+        # MATERIALIZE_BUDGET members between them (their memory is ~200 bytes a member)
+        self.build_queue: list[tuple[int, Any, cf.Future]] = []  # (members, job, placeholder)
+        self.building: dict[cf.Future, tuple[int, cf.Future]] = {}  # pool future -> (members, placeholder)
+        self.build_load = 0
 
     def _submit(self, fn: Callable[[LayerJob], LayerResult], path: str, l: LayerRef) -> cf.Future:
         job = LayerJob(l.blob, l.diff_id, l.digest, l.media_type, self.staging, path,
@@ -540,7 +558,55 @@ class _Run:
                     todo_bytes += l.blob.size()
         self.emit({"event": "archive", "path": path, "layers": len(plan.waits), "bytes": todo_bytes})
 
+    def _members(self, img: Image) -> int:
+        """How many members the image's layers hold (read this run, or from the catalog)."""
+        from .catalog import layerindex
+
+        n = 0
+        for l in img.layers:
+            r = self.results.get(str(l.diff_id))
+            if r is not None:
+                n += r.member_count
+                continue
+            try:
+                n += layerindex.count(self.w.layout.layer_index(l.diff_id))
+            except (OSError, ValueError):  # a damaged index: building will say so
+                pass
+        return n
+
+    def _pump_builds(self) -> None:
+        """Start the waiting member tables that fit the budget (one always may)."""
+        from .catalog.members import materialize
+
+        while self.build_queue:
+            weight, job, placeholder = self.build_queue[0]
+            if placeholder.cancelled():
+                self.build_queue.pop(0)
+                continue
+            if self.building and self.build_load + weight > MATERIALIZE_BUDGET:
+                return
+            self.build_queue.pop(0)
+            fut = self.executor.submit(materialize, job)
+            self.building[fut] = (weight, placeholder)
+            self.build_load += weight
+            self.pending.add(fut)
+
+    def _built(self, fut: cf.Future) -> None:
+        weight, placeholder = self.building.pop(fut)
+        self.build_load -= weight
+        if not placeholder.done():
+            if fut.cancelled():
+                placeholder.cancel()
+            elif fut.exception() is not None:
+                placeholder.set_exception(fut.exception())
+            else:
+                placeholder.set_result(fut.result())
+        self._pump_builds()
+
     def _landed(self, fut: cf.Future) -> None:
+        if fut in self.building:
+            self._built(fut)
+            return
         if fut in self.owner and not fut.cancelled() and fut.exception() is None:
             r: LayerResult = fut.result()
             d = str(r.diff_id)
@@ -606,16 +672,17 @@ class _Run:
             if i in self.known.images or i in plan.builds:
                 continue
             if i not in self.builds:
-                from .catalog.members import MaterializeJob, materialize
+                from .catalog.members import MaterializeJob
 
                 lay = self.w.layout
                 job = MaterializeJob(
                     i, tuple((p, str(l.diff_id), lay.files(l.diff_id)) for p, l in enumerate(img.layers)),
                     os.path.join(self.staging, img.id.hex + ".members.parquet"),
                     os.path.join(self.staging, img.id.hex + ".fate"))
-                fut = self.executor.submit(materialize, job)
-                self.pending.add(fut)
-                self.builds[i] = fut
+                placeholder: cf.Future = cf.Future()
+                self.build_queue.append((self._members(img), job, placeholder))
+                self.builds[i] = placeholder
+                self._pump_builds()
             plan.builds[i] = self.builds[i]
         if all(f.done() for f in plan.builds.values()):
             self._record(plan)

@@ -162,6 +162,16 @@ class Builder:
             os.unlink(self.tmp)
 
 
+def count(path: str) -> int:
+    """The number of members in the layer index at ``path`` (its header only)."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+        if head[:8] != MAGIC:
+            raise ValueError(f"{path}: not a layer index")
+        (hlen,) = struct.unpack_from("<Q", head, 8)
+        return int(json.loads(f.read(hlen))["n"])
+
+
 class LayerIndex:
     """Read side: ``find(key)`` -> member numbers at that identity, ``below(key)`` -> member
     numbers strictly under it; ``row(i)`` -> the columns of member ``i``."""
