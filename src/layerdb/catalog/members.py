@@ -53,6 +53,7 @@ def materialize(job: MaterializeJob) -> MaterializeResult:
     memory.use_system_allocator()
     try:
         fate = compute(job.layers)
+        memory.release()  # what computing the fates freed, before the writing allocates
         _write_members(job, fate)
         write_fate(job.fate_out, fate)
     finally:
@@ -81,7 +82,7 @@ def _write_members(job: MaterializeJob, fate: ImageFate) -> None:
                 writer = parquet.writer(tmp, schema)
             start = 0
             links = {i: t for (p, i), t in fate.links.items() if p == position}
-            for batch in pf.iter_batches(batch_size=ROW_GROUP):
+            for batch in pf.iter_batches(batch_size=ROW_GROUP, use_threads=False):
                 n = batch.num_rows
                 sl = slice(start, start + n)
                 hb = lf.hidden_by_position[sl]
