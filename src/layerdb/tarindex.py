@@ -774,7 +774,8 @@ class _Indexer:
         fast, fast_data = _FAST, _FAST_DATA
         small, big = _small_sha256, hashlib.sha256
         count = 0
-        while count < room and p + _BLOCK <= n:
+        last = n - 512  # the last place a whole header fits (512: _BLOCK, as a constant here)
+        while count < room and p <= last:
             t = buf[p + 156]
             if t not in fast or not buf[p] or buf[p + 345] or buf[p + 135] & 0xDF:
                 break
@@ -782,7 +783,7 @@ class _Indexer:
                 size = int(buf[p + 124:p + 135], 8)
             except ValueError:
                 break
-            q = p + _BLOCK
+            q = p + 512
             if t in fast_data:
                 nxt = q + ((size + 511) & ~511)
                 if nxt > n or size < 0:
