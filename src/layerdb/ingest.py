@@ -179,7 +179,7 @@ def read_layer(job: LayerJob) -> LayerResult:
     stats = LayerStats()
     index = layerindex.Builder(index_tmp)
     sink: BackgroundWriter | None = None
-    tee: _Prefetch | None = None
+    ahead: _Prefetch | None = None
     kind = "layer"
     try:
         raw = job.blob.open()
@@ -187,11 +187,11 @@ def read_layer(job: LayerJob) -> LayerResult:
             kind, head = sniff(raw)
             hashed = HashingReader(head, job.what, hashing=kind != NONE)
             stream = decompressor(kind, hashed)  # type: ignore[arg-type]
-            tee = _Prefetch(stream, writer.write, hashed.drain)
+            ahead = _Prefetch(stream, writer.write, hashed.drain)
             sink = BackgroundWriter(parquet_tmp, SCHEMA, also=index.add)
             bad_input: tuple[type[BaseException], ...] = (LayerdbError, *_decode_errors())
             try:
-                for make in index_layer_deferred(tee, str(job.diff_id), stats):  # type: ignore[arg-type]
+                for make in index_layer_deferred(ahead, str(job.diff_id), stats):  # type: ignore[arg-type]
                     sink.put(make)
             except bad_input as e:
                 earlier = sink.error()  # a bad header in a batch before this point
@@ -199,10 +199,10 @@ def read_layer(job: LayerJob) -> LayerResult:
                     raise earlier from None
                 raise
             sink.close()
-            tee.drain()
+            ahead.drain()
         finally:
-            if tee is not None:
-                tee.stop()
+            if ahead is not None:
+                ahead.stop()
             raw.close()
         diff_id = writer.finish()
         digest = hashed.digest() if kind != NONE else diff_id
@@ -319,9 +319,9 @@ class IngestReport:
 
 
 # the members that the member tables being built at once may hold between them. Building one
-# takes ~200 bytes a member, and a worker keeps ~170 MB after a layer read: on the scale fleet
-# (benchmarks/fleet_bench.py, -j 2) two 1M-member builds side by side put the process tree at
-# 1,014 MB. Above the budget, builds take turns (one always runs, whatever its size).
+# takes ~200 bytes a member: on the scale fleet (benchmarks/fleet_bench.py, -j 2) two 1M-member
+# builds side by side put the process tree at 1,014 MB. Above the budget, builds take turns
+# (one always runs, whatever its size).
 MATERIALIZE_BUDGET = 1_500_000
 
 
