@@ -25,7 +25,7 @@ layerdb extract --entrypoint --image film36exp-api:latest -o "$out/app"
 cat <<DONE
 
 The demo's catalog is $LAYERDB_HOME. To query it from your own shell:
-  . .venv/bin/activate                      # puts layerdb on PATH (or: ln -s $VENV/bin/layerdb ~/.local/bin/)
+  . $VENV/bin/activate                      # puts layerdb on PATH (or: ln -s $VENV/bin/layerdb ~/.local/bin/)
   export LAYERDB_HOME=$LAYERDB_HOME         # or: layerdb --catalog sample/catalog images
   layerdb images
 DONE
