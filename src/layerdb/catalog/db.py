@@ -40,6 +40,8 @@ FILE_COLUMNS: tuple[tuple[str, str], ...] = (
 MEMBER_COLUMNS: tuple[tuple[str, str], ...] = (
     ("image_id", "VARCHAR"), ("position", "INTEGER"), ("visible", "BOOLEAN"),
     ("hidden_by_position", "INTEGER"), ("hidden_by_kind", "VARCHAR"),
+    ("hidden_by_path", "VARCHAR"), ("hidden_by_markers", "INTEGER[]"),
+    ("deletes_from_position", "INTEGER"),
     ("content_layer", "VARCHAR"), ("content_offset", "BIGINT"), ("content_size", "BIGINT"),
     ("content_sha256", "VARCHAR"),
 )
@@ -277,8 +279,9 @@ class Catalog:
                    coalesce(content_layer, layer) as content_layer,
                    coalesce(content_offset, offset_data) as content_offset,
                    * exclude (image, image_id, position, visible, hidden_by_position,
-                              hidden_by_kind, content_layer, content_offset, content_size,
-                              content_sha256)
+                              hidden_by_kind, hidden_by_path, hidden_by_markers,
+                              deletes_from_position, content_layer, content_offset,
+                              content_size, content_sha256)
                      replace (case when type = 'hardlink' then coalesce(content_size, 0)
                                    else size end as size,
                               case when type = 'hardlink' then content_sha256
