@@ -284,7 +284,7 @@ def compute(layers: Sequence[tuple[int, str, str]]) -> ImageFate:
             if k == _K_ANCESTOR or hi <= lo:
                 continue
             gs = order[lo:hi]
-            hit_g = gs[(pos[gs] < p) & (hidden_by[gs] == p)]
+            hit_g = gs[(pos[gs] < p) & (hidden_by[gs] == p) & (wh[gs] == 0)]  # markers have none
             if len(hit_g):
                 pair_member.append(hit_g)
                 pair_marker.append(np.full(len(hit_g), g, dtype=np.int32))
