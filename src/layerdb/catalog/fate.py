@@ -280,7 +280,7 @@ def compute(layers: Sequence[tuple[int, str, str]]) -> ImageFate:
         pair_member.append(wprev[hb_w])
         pair_marker.append(wg[hb_w])
         del wprev, wg, hb_w
-        for (prefix, p, k, g), (lo, hi) in zip(deletions, spans):
+        for (_, p, k, g), (lo, hi) in zip(deletions, spans):
             if k == _K_ANCESTOR or hi <= lo:
                 continue
             gs = order[lo:hi]

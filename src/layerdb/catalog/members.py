@@ -142,7 +142,6 @@ def _hidden_by_path(code, names, path):  # type: ignore[no-untyped-def]
 
 def _markers(offsets, values):  # type: ignore[no-untyped-def]
     """A list of marker numbers per member, null where there is none."""
-    import numpy as np
     import pyarrow as pa
 
     empty = offsets[1:] == offsets[:-1]
