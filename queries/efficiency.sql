@@ -66,9 +66,12 @@ multi as not materialized (  -- the only paths that can count in two layers: hid
   select image_id, k1, k2 from hid
   union select image_id, k1, k2 from unit_size
 ),
-cand as not materialized (  -- the members at those paths (dive's leaves among them)
+cand as not materialized (  -- the members at those paths (dive's leaves among them): the
+                            -- hidden ones, and the visible ones at a hidden or deleted path
+  select * from m where not visible and whiteout = 'none' and path <> '/'
+  union all
   select m.* from m semi join multi using (image_id, k1, k2)
-  where m.whiteout = 'none' and m.path <> '/'
+  where m.visible and m.whiteout = 'none' and m.path <> '/'
 ),
 parents as (  -- the directories among them that hold something in their own layer
   select distinct f.layer, f.parent as path from files f
