@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -330,6 +330,27 @@ class Catalog:
             return names, cur.fetchall()
         except duckdb.Error as e:
             raise CatalogError(f"query failed: {sql_error(e)}") from e
+
+    def query_iter(self, sql: str, params: dict[str, Any] | None = None,
+                   batch: int = 10000) -> tuple[list[str], Iterator[tuple]]:
+        """Run SQL; return (column names, rows as they are fetched, ``batch`` at a time), for a
+        result too big to hold as Python tuples. Read the rows before the next query."""
+        self._check_statements(sql)
+        try:
+            cur = self.con.execute(sql, params or None)
+        except duckdb.Error as e:
+            raise CatalogError(f"query failed: {sql_error(e)}") from e
+        if cur.description is None:
+            return [], iter(())
+
+        def rows() -> Iterator[tuple]:
+            try:
+                while chunk := cur.fetchmany(batch):
+                    yield from chunk
+            except duckdb.Error as e:
+                raise CatalogError(f"query failed: {sql_error(e)}") from e
+
+        return [d[0] for d in cur.description], rows()
 
     def arrow_batches(self, sql: str, params: dict[str, Any] | None = None):  # type: ignore[no-untyped-def]
         """The result as a pyarrow RecordBatchReader (for -o FILE.parquet)."""
