@@ -18,7 +18,7 @@ ims as materialized (  -- images as small integers (compact join keys; image_id 
 m as not materialized (  -- the tar members of the selected images (implied directories aside),
                          -- keyed by the path each sets or deletes, with their fate (members)
   select x.iid as image_id, position, layer, idx, path, type, size, whiteout, hides, visible,
-         hidden_by_position as kill_pos, hidden_by_kind,
+         hidden_by_position as kill_pos, hidden_by_kind, hidden_by_markers, deletes_from_position,
          case when whiteout = 'whiteout' then hides else path end as key,
          -- the key as 128 bits (two hashes): compact keys for the big joins and aggregates
          hash(case when whiteout = 'whiteout' then hides else path end) as k1,
@@ -27,32 +27,23 @@ m as not materialized (  -- the tar members of the selected images (implied dire
   where idx >= 0
 ),
 hid as not materialized (  -- members a running container does not see (markers included)
-  select image_id, position, idx, path, type, size, whiteout, hides, kill_pos, hidden_by_kind,
-         key, k1, k2
+  select image_id, position, idx, path, type, size, whiteout, kill_pos, hidden_by_kind,
+         hidden_by_markers, key, k1, k2
   from m where not visible
 ),
 mk as materialized (  -- whiteout and opaque markers: the path each deletes or empties
-  select image_id, position, hides as prefix, whiteout as kind from hid where whiteout <> 'none'
+  select image_id, position, idx, hides as prefix, whiteout as kind, k1, k2,
+         deletes_from_position
+  from m where whiteout <> 'none'
 ),
-anc as materialized (  -- (hidden member, marker above it that deletes or empties an ancestor)
-  select h.*, e.position as ev_pos, e.prefix, e.kind
-  from (select *, unnest(ancestors(path)) as a from hid
-        semi join (select distinct image_id from mk) x using (image_id)) h
-  join mk e on e.image_id = h.image_id and e.prefix = h.a and e.position > h.position
-),
-wk as materialized (  -- the members at each whited-out path, with the next one there
-  select image_id, position, idx, key, path, type, size, whiteout, kill_pos,
-         lead(position) over w as next_pos, lead(whiteout) over w as next_whiteout
-  from m semi join (select image_id, prefix as key from mk where kind = 'whiteout') k
-    using (image_id, key)
-  window w as (partition by image_id, key order by position, idx)
-),
-gone as (  -- (marker, hidden entry it removes from the stack just below its layer)
-  select image_id, ev_pos, prefix, kind, path, type, size, position, idx from anc
-  where whiteout = 'none' and ev_pos = kill_pos
-  union all
-  select image_id, next_pos, key, 'whiteout', path, type, size, position, idx from wk
-  where whiteout = 'none' and next_whiteout = 'whiteout' and next_pos = kill_pos
+gone as (  -- (marker, hidden entry it removes from the stack just below its layer): every
+           -- marker of the layer where the entry leaves the stack that deletes it (members)
+  select h.image_id, h.kill_pos as ev_pos, e.prefix, e.kind, h.path, h.type, h.size,
+         h.position, h.idx
+  from (select image_id, position, idx, path, type, size, kill_pos,
+               unnest(hidden_by_markers) as marker
+        from hid where hidden_by_markers is not null) h
+  join mk e on e.image_id = h.image_id and e.position = h.kill_pos and e.idx = h.marker
 ),
 units as (  -- a whiteout deletes its path; an opaque marker each lower child of its directory
   select image_id, ev_pos, kind, path, type, size,
@@ -63,17 +54,20 @@ units as (  -- a whiteout deletes its path; an opaque marker each lower child of
   from gone where kind in ('whiteout', 'opaque')
 ),
 unit_size as (  -- the stacked size below a deleted directory; 0 for a deleted file
-  select image_id, ev_pos, kind, unit,
+  select image_id, ev_pos, kind, unit, hash(unit) as k1, hash(unit || '|') as k2,
          case when bool_or(path <> unit or type = 'dir') then sum(size) else 0 end as size
-  from units group by all
+  from units group by image_id, ev_pos, kind, unit
 ),
 multi as not materialized (  -- the only paths that can count in two layers: hidden, deleted
   select image_id, k1, k2 from hid
-  union select image_id, hash(unit), hash(unit || '|') from unit_size
+  union select image_id, k1, k2 from unit_size
 ),
-cand as not materialized (  -- the members at those paths (dive's leaves among them)
+cand as not materialized (  -- the members at those paths (dive's leaves among them): the
+                            -- hidden ones, and the visible ones at a hidden or deleted path
+  select * from m where not visible and whiteout = 'none' and path <> '/'
+  union all
   select m.* from m semi join multi using (image_id, k1, k2)
-  where m.whiteout = 'none' and m.path <> '/'
+  where m.visible and m.whiteout = 'none' and m.path <> '/'
 ),
 parents as (  -- the directories among them that hold something in their own layer
   select distinct f.layer, f.parent as path from files f
@@ -84,13 +78,12 @@ contrib as (  -- what each layer adds to those paths (dive's leaves, whiteouts, 
   select d.image_id, d.position, d.key, d.k1, d.k2, d.size, 'leaf' as kind from cand d
   anti join parents p on p.layer = d.layer and p.path = d.path and d.type = 'dir'
   union all
-  select w.image_id, w.position, w.prefix, hash(w.prefix), hash(w.prefix || '|'),
-         coalesce(u.size, 0), 'whiteout' from mk w
+  select w.image_id, w.position, w.prefix, w.k1, w.k2, coalesce(u.size, 0), 'whiteout' from mk w
   left join unit_size u on u.image_id = w.image_id and u.ev_pos = w.position
-    and u.kind = 'whiteout' and u.unit = w.prefix
+    and u.kind = 'whiteout' and u.k1 = w.k1 and u.k2 = w.k2
   where w.kind = 'whiteout'
   union all
-  select image_id, ev_pos, unit, hash(unit), hash(unit || '|'), size, kind from unit_size
+  select image_id, ev_pos, unit, k1, k2, size, kind from unit_size
   where kind = 'opaque'
 ),
 per_path as (
@@ -101,13 +94,10 @@ per_path as (
 ),
 hidden as (  -- deleted_at: the layer whose deletion (a marker, or a file over a directory)
              -- removed the path; an entry only shadowed by a later copy has none
-  select h.image_id, h.k1, h.k2, any_value(h.path) as key, sum(h.size) as wasted,
-         max(h.kill_pos) filter (where h.hidden_by_kind in ('whiteout', 'opaque', 'ancestor')
-                                   or g.idx is not null) as deleted_at
-  from hid h
-  left join (select distinct image_id, position, idx from gone) g
-    on g.image_id = h.image_id and g.position = h.position and g.idx = h.idx
-  where h.whiteout = 'none' group by h.image_id, h.k1, h.k2
+  select image_id, k1, k2, any_value(path) as key, sum(size) as wasted,
+         max(kill_pos) filter (where hidden_by_kind in ('whiteout', 'opaque', 'ancestor')
+                                 or hidden_by_markers is not null) as deleted_at
+  from hid where whiteout = 'none' group by image_id, k1, k2
 )
 select i.name as image, coalesce(p.key, h.key) as path, coalesce(p.n, 0) as count,
        coalesce(p.cum, 0)::bigint as cumulative_bytes,

@@ -12,29 +12,18 @@
 with
 m as not materialized (  -- the tar members of the selected images (implied directories aside),
                          -- with their fate (members)
-  select image_id, position, layer, idx, path, type, size, whiteout, hides, visible,
-         hidden_by_position as kill_pos, hidden_by_kind, sha256, mode, uid, gid, linkname
+  select image_id, position, layer, idx, path, type, size, whiteout, visible,
+         hidden_by_position as kill_pos, hidden_by_kind, hidden_by_markers, sha256, mode, uid,
+         gid, linkname
   from members where idx >= 0 and (:image is null or image_id = :image)
 ),
 hid as materialized (  -- the entries a running container does not see (markers aside)
   select * exclude (visible) from m where not visible and whiteout = 'none'
 ),
-mk as materialized (  -- whiteout and opaque markers: the path each deletes or empties
-  select image_id, position, hides as prefix from m where whiteout <> 'none'
-),
-under_mk as (  -- entries shadowed by a later copy in a layer whose marker also deletes an
-               -- ancestor of theirs: removed by that layer too
-  select distinct h.image_id, h.position, h.idx
-  from (select *, unnest(ancestors(path)) as a from hid
-        semi join mk on mk.image_id = hid.image_id and mk.position = hid.kill_pos
-        where hidden_by_kind = 'override' and kill_pos > position) h
-  join mk e on e.image_id = h.image_id and e.position = h.kill_pos and e.prefix = h.a
-),
 deleted as (  -- the bytes each layer removes from below (whiteouts, opaque directories, a
-              -- file over a directory)
-  select h.image_id, h.kill_pos as position, sum(h.size) as removed_bytes
-  from hid h left join under_mk u using (image_id, position, idx)
-  where h.hidden_by_kind in ('whiteout', 'opaque', 'ancestor') or u.idx is not null
+              -- file over a directory), also those a later copy in that layer replaces too
+  select image_id, kill_pos as position, sum(size) as removed_bytes from hid
+  where hidden_by_kind in ('whiteout', 'opaque', 'ancestor') or hidden_by_markers is not null
   group by all
 ),
 hidden as (select image_id, position, sum(size) as hidden_bytes from hid group by all),

@@ -15,6 +15,7 @@ import duckdb
 import imagefactory as f
 import pytest
 
+from layerdb.catalog.layout import FORMAT_VERSION
 from layerdb.cli import cli
 
 README = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
@@ -112,7 +113,7 @@ def test_catalog_of_another_format_is_refused(tmp_path):
     for args in (["images"], ["ingest", "-q", str(tmp_path / "s.tar")]):
         r = _run(*args, home=h)
         assert r.returncode == 1 and r.stderr.count("\n") == 1
-        assert "has format 99, this layerdb reads format 2" in r.stderr
+        assert f"has format 99, this layerdb reads format {FORMAT_VERSION}" in r.stderr
 
 
 def test_global_catalog_option_works_for_every_command(home, tmp_path):

@@ -46,6 +46,14 @@ def _kind(fate: F.ImageFate, position: int, idx: int) -> tuple[str | None, int]:
     return (F.KINDS[k - 1] if k else None), int(lf.hidden_by_position[idx])
 
 
+def _deleted_by(fate: F.ImageFate, position: int, idx: int) -> tuple[list[int], str | None]:
+    """(hidden_by_markers, hidden_by_path) of a member; the own path is shown as "<own>"."""
+    lf = fate.layers[position]
+    markers = [int(i) for i in lf.marker_idx[lf.marker_offsets[idx]:lf.marker_offsets[idx + 1]]]
+    code = int(lf.hidden_by_path[idx])
+    return markers, None if code == -1 else "<own>" if code == -2 else fate.paths[code]
+
+
 # -- a runtime, modelled ------------------------------------------------------------------
 
 def _under(p: str, d: str) -> bool:
@@ -130,6 +138,28 @@ def test_fate_equals_a_runtime_unpacking_the_layers(tmp_path_factory, layers):
                 assert (kind, by) == (None, -1) and not lf.visible[idx]
             elif not lf.visible[idx]:
                 assert kind in F.KINDS and by >= lf.position
+    # what deleted each hidden entry: every marker of its hiding layer naming it or an
+    # ancestor (markers come first in these layers: its own path's .wh. is the next entry)
+    for lf, layer in zip(fate.layers, layers):
+        for idx, (op, p) in enumerate(layer):
+            kind, by = _kind(fate, lf.position, idx)
+            markers, path = _deleted_by(fate, lf.position, idx)
+            path = "/" + p if path == "<own>" else path
+            if op in ("whiteout", "opaque") or lf.visible[idx]:
+                assert (markers, path) == ([], None)
+                continue
+            want = [i for i, (o, q) in enumerate(layers[by]) if by > lf.position and (
+                (o == "whiteout" and (q == p or _under(p, q))) or (o == "opaque" and _under(p, q)))]
+            assert markers == want
+            if kind in ("whiteout", "opaque"):
+                own = [i for i in want if layers[by][i] == ("whiteout", p)]
+                first = layers[by][(own or want)[0]][1]
+                assert path == "/" + first
+            elif kind == "ancestor":
+                assert path is not None and _under("/" + p, path) and not want
+                assert any(q == path[1:] and o != "dir" for o, q in layers[by])
+            else:
+                assert path is None
 
 
 def test_each_kind_of_hiding(tmp_path):
@@ -178,3 +208,30 @@ def test_dot_member_is_no_root_file_and_implied_directories(tmp_path):
     assert _kind(fate, 0, 0) == ("invalid", -1)
     assert not fate.layers[0].visible[0]
     assert fate.implied == {b"/d7": 0, b"/p": 0, b"/p/q": 0}
+
+
+def _dir(tmp_path, name: str) -> str:
+    (tmp_path / name).mkdir()
+    return str(tmp_path / name)
+
+
+def test_ties_in_one_layer_name_every_marker(tmp_path):
+    """Two markers of one layer delete /a/b/c: the first in tar order gives its kind and path
+    (its own path's .wh. before any), hidden_by_markers lists both."""
+    base = [f.directory("a"), f.directory("a/b"), f.file("a/b/c", b"c"), f.file("a/y", b"y")]
+    fate = _fates(_dir(tmp_path, "1"), [base, [f.opaque("a"), f.whiteout("a/b")]])
+    assert _kind(fate, 0, 1) == ("whiteout", 1)  # a/b: its own .wh.b, though opaque is first
+    assert _deleted_by(fate, 0, 1) == ([0, 1], "<own>")
+    assert _kind(fate, 0, 2) == ("opaque", 1) and _deleted_by(fate, 0, 2) == ([0, 1], "/a")
+    assert _deleted_by(fate, 0, 3) == ([0], "/a")
+    fate = _fates(_dir(tmp_path, "2"), [base, [f.whiteout("a"), f.opaque("a")]])
+    assert _kind(fate, 0, 0) == ("whiteout", 1) and _deleted_by(fate, 0, 0) == ([0], "<own>")
+    assert _kind(fate, 0, 2) == ("whiteout", 1) and _deleted_by(fate, 0, 2) == ([0, 1], "/a")
+    # a whiteout's deletes_from_position: the entry it replaces, or the newest layer below
+    # with anything under its path (a marker too)
+    fate = _fates(_dir(tmp_path, "3"), [base, [f.whiteout("a/y")], [f.whiteout("a")]])
+    assert list(fate.layers[2].deletes_from_position) == [1]
+    assert list(fate.layers[1].deletes_from_position) == [0]
+    # a later copy in the layer of an opaque marker: an override, and the marker deleted it too
+    fate = _fates(_dir(tmp_path, "4"), [base, [f.opaque("a"), f.file("a/y", b"y2")]])
+    assert _kind(fate, 0, 3) == ("override", 1) and _deleted_by(fate, 0, 3) == ([0], None)

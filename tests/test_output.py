@@ -119,3 +119,30 @@ def test_report_output_files(cat, tmp_path):
                        env={**os.environ, "LAYERDB_HOME": cat})
     assert p.returncode == 2 and b"unknown output type" in p.stderr
     assert not Path(tmp_path / "r.txt").exists()
+
+
+def test_json_written_a_row_at_a_time_is_json_dump_byte_for_byte():
+    """render's JSON streams rows (a diff of a million paths) and must print what
+    json.dump(indent=2) of the whole list prints: nested lists and maps, empty ones, bytes,
+    text beyond ASCII, NaN, no rows, repeated column names."""
+    import datetime
+    import decimal
+
+    from layerdb.output import _plain, render
+
+    cases = [
+        (["a", "b"], []),
+        (["a", "b"], [(1, "x"), (None, 2.5)]),
+        (["a", "b", "c"], [([], {}, [1, [2, {"x": [3]}]]), ({"k": [1, 2]}, b"\xff\x00", "é\u202e"),
+                           (float("nan"), True, decimal.Decimal("1.5"))]),
+        (["x", "x"], [(1, 2)]),
+        ([], [(), ()]),
+        (["d", "t"], [(datetime.date(2020, 1, 2), (1, 2))]),
+    ]
+    for cols, rows in cases:
+        got = io.StringIO()
+        render(cols, iter(rows), "json", got)
+        want = io.StringIO()
+        json.dump([{c: _plain(v) for c, v in zip(cols, r)} for r in rows], want,
+                  ensure_ascii=False, indent=2)
+        assert got.getvalue() == want.getvalue() + "\n", cols

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -82,6 +83,35 @@ def test_every_report_has_help_an_example_and_runs(cat: str) -> None:
             {"name": "openssl"} if r.name == "package-where" else {}
         cols, _ = reports.run_report(r.name, params, catalog_root=cat)
         assert cols, r.name
+
+
+RESTATED = [  # signs that a report works out for itself which marker deletes what
+    (re.compile(r"\.wh\."), "parses whiteout marker names"),
+    (re.compile(r"\bancestors\s*\("), "lists a path's ancestors (to match them to markers)"),
+    (re.compile(r"\b(lead|lag)\s*\(\s*(\w+\.)?whiteout\b", re.I),
+     "looks for the marker after an entry"),
+    (re.compile(r"\bhides\s*(=|<>|!=|\blike\b|\bin\b)|(=|<>|!=)\s*(\w+\.)?hides\b"
+                r"|starts_with\s*\([^)]*\bhides\b", re.I), "matches paths to what a marker hides"),
+]
+
+
+def restated_rules(sql: str) -> list[str]:
+    code = "\n".join(line.split("--", 1)[0] for line in sql.splitlines())
+    return [why for rx, why in RESTATED if rx.search(code)]
+
+
+def test_no_report_restates_whiteout_rules() -> None:
+    """Whiteout, opaque and ancestor rules live in catalog/fate.py alone (issue 8): a report
+    reads which layer and which markers removed a member from ``members``
+    (hidden_by_position, hidden_by_kind, hidden_by_markers, deletes_from_position)."""
+    # the check catches what the reports did before the fate columns said it
+    assert restated_rules("select h.*, e.prefix from (select *, unnest(ancestors(path)) as a "
+                          "from hid) h join mk e on e.prefix = h.a") != []
+    assert restated_rules("select lead(whiteout) over w as next_whiteout from m") != []
+    assert restated_rules("select * from m join mk on starts_with(m.path, mk.hides || '/')") != []
+    assert restated_rules("select * from m where name like '.wh.%'") != []
+    found = {p.name: restated_rules(p.read_text()) for p in sorted(reports.queries_dir().glob("*.sql"))}
+    assert found and {n: w for n, w in found.items() if w} == {}
 
 
 def test_colon_after_a_name_number_or_bracket_is_a_slice_not_a_parameter() -> None:

@@ -3,10 +3,11 @@
 per change kind. Returns plain data and never prints."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .reports import run_report
+from .reports import iter_report
 
 
 @dataclass(frozen=True)
@@ -25,19 +26,38 @@ class ImageDiff:
 def diff_images(a: str, b: str, catalog_root: str | None = None,
                 platform: str | None = None, catalog: Any = None) -> ImageDiff:
     """Compare the merged filesystems of images ``a`` and ``b`` (refs, ids or prefixes)."""
+    d = stream_diff(a, b, catalog_root, platform, catalog)
+    rows = list(d.rows)
+    return ImageDiff(d.a, d.b, d.columns, rows, d.totals)
+
+
+def stream_diff(a: str, b: str, catalog_root: str | None = None,
+                platform: str | None = None, catalog: Any = None) -> ImageDiff:
+    """``diff_images`` with ``rows`` an iterator, fetched as it is read, and ``totals`` filled
+    in as the rows go by (complete once they are all read): a diff of a million paths is not
+    held in memory. A catalog it opens is closed when the rows end."""
     from .catalog import Catalog
 
     own = catalog is None
     cat = catalog or Catalog(catalog_root)
     try:
         ia, ib = cat.resolve_image(a, platform), cat.resolve_image(b, platform)
-        cols, rows = run_report("diff", {"a": ia.id, "b": ib.id}, catalog=cat)
-    finally:
+        cols, rows = iter_report("diff", {"a": ia.id, "b": ib.id}, cat)
+    except BaseException:
         if own:
             cat.close()
+        raise
     totals: dict[str, tuple[int, int]] = {k: (0, 0) for k in ("added", "removed", "changed")}
-    ci, di = cols.index("change"), cols.index("size_delta")
-    for r in rows:
-        n, by = totals.get(r[ci], (0, 0))  # package changes (added, upgraded...) come last
-        totals[r[ci]] = (n + 1, by + int(r[di] or 0))
-    return ImageDiff(ia.name, ib.name, cols, rows, totals)
+
+    def counted() -> Iterator[tuple]:
+        ci, di = cols.index("change"), cols.index("size_delta")
+        try:
+            for r in rows:
+                n, by = totals.get(r[ci], (0, 0))  # package changes (added, upgraded...) come last
+                totals[r[ci]] = (n + 1, by + int(r[di] or 0))
+                yield r
+        finally:
+            if own:
+                cat.close()
+
+    return ImageDiff(ia.name, ib.name, cols, counted(), totals)  # type: ignore[arg-type]

@@ -84,14 +84,18 @@ def report(name: str | None, list_: bool, describe: bool, show_sql: bool,
             from .output import output_kind
 
             output_kind(output)  # a wrong suffix is refused before the report runs
-        cols, rows = reports.run_report(name, given, image=image, catalog_root=catalog,
-                                        platform=platform)
         if output:
             from .output import write_result
 
+            cols, rows = reports.run_report(name, given, image=image, catalog_root=catalog,
+                                            platform=platform)
             write_result(cols, rows, output)
             return
-    render_rows(cols, rows, fmt)
+        from .catalog import Catalog
+
+        with Catalog(catalog) as cat:  # rows rendered as they are fetched
+            cols, it = reports.iter_report(name, given, cat, image=image, platform=platform)
+            render_rows(cols, it, fmt)
 
 
 @click.command(context_settings=CONTEXT)
@@ -187,13 +191,13 @@ def diff(image_a: str, image_b: str, platform: str | None, fmt: str,
       layerdb diff myapp:1 myapp:2
       layerdb diff myapp:1 myapp:2 --format json > changes.json
     """
-    from .diff import diff_images
+    from .diff import stream_diff
     from .output import human_bytes, printable
 
     catalog = existing_catalog(catalog)
     with platform_hint(catalog, None, platform):
-        d = diff_images(image_a, image_b, catalog_root=catalog, platform=platform)
-    render_rows(d.columns, d.rows, fmt)
+        d = stream_diff(image_a, image_b, catalog_root=catalog, platform=platform)
+    render_rows(d.columns, d.rows, fmt)  # rows as they come (totals fill in meanwhile)
     parts = [f"{n} {k} ({'+' if b > 0 else '-' if b < 0 else ''}{human_bytes(abs(b))})"
              for k, (n, b) in d.totals.items()]
     click.echo(printable(f"{d.a} -> {d.b}: {', '.join(parts)}"), err=True)

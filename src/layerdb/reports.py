@@ -232,6 +232,14 @@ def run_report(name: str, params: dict[str, Any] | None = None, image: str | Non
             cat.close()
 
 
+def iter_report(name: str, params: dict[str, Any] | None, catalog: Any, image: str | None = None,
+                platform: str | None = None) -> tuple[list[str], Any]:
+    """``run_report`` on an open ``catalog``, the rows an iterator fetched as it is read (read
+    them before the catalog's next query or close): a big result is not held in memory."""
+    report = get_report(name)
+    return catalog.query_iter(report.sql, _resolve_values(report, catalog, params, image, platform))
+
+
 def _literal(v: Any) -> str:
     if v is None:
         return "null"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,8 @@ FILE_COLUMNS: tuple[tuple[str, str], ...] = (
 MEMBER_COLUMNS: tuple[tuple[str, str], ...] = (
     ("image_id", "VARCHAR"), ("position", "INTEGER"), ("visible", "BOOLEAN"),
     ("hidden_by_position", "INTEGER"), ("hidden_by_kind", "VARCHAR"),
+    ("hidden_by_path", "VARCHAR"), ("hidden_by_markers", "INTEGER[]"),
+    ("deletes_from_position", "INTEGER"),
     ("content_layer", "VARCHAR"), ("content_offset", "BIGINT"), ("content_size", "BIGINT"),
     ("content_sha256", "VARCHAR"),
 )
@@ -277,8 +279,9 @@ class Catalog:
                    coalesce(content_layer, layer) as content_layer,
                    coalesce(content_offset, offset_data) as content_offset,
                    * exclude (image, image_id, position, visible, hidden_by_position,
-                              hidden_by_kind, content_layer, content_offset, content_size,
-                              content_sha256)
+                              hidden_by_kind, hidden_by_path, hidden_by_markers,
+                              deletes_from_position, content_layer, content_offset,
+                              content_size, content_sha256)
                      replace (case when type = 'hardlink' then coalesce(content_size, 0)
                                    else size end as size,
                               case when type = 'hardlink' then content_sha256
@@ -327,6 +330,27 @@ class Catalog:
             return names, cur.fetchall()
         except duckdb.Error as e:
             raise CatalogError(f"query failed: {sql_error(e)}") from e
+
+    def query_iter(self, sql: str, params: dict[str, Any] | None = None,
+                   batch: int = 10000) -> tuple[list[str], Iterator[tuple]]:
+        """Run SQL; return (column names, rows as they are fetched, ``batch`` at a time), for a
+        result too big to hold as Python tuples. Read the rows before the next query."""
+        self._check_statements(sql)
+        try:
+            cur = self.con.execute(sql, params or None)
+        except duckdb.Error as e:
+            raise CatalogError(f"query failed: {sql_error(e)}") from e
+        if cur.description is None:
+            return [], iter(())
+
+        def rows() -> Iterator[tuple]:
+            try:
+                while chunk := cur.fetchmany(batch):
+                    yield from chunk
+            except duckdb.Error as e:
+                raise CatalogError(f"query failed: {sql_error(e)}") from e
+
+        return [d[0] for d in cur.description], rows()
 
     def arrow_batches(self, sql: str, params: dict[str, Any] | None = None):  # type: ignore[no-untyped-def]
         """The result as a pyarrow RecordBatchReader (for -o FILE.parquet)."""

@@ -16,7 +16,20 @@ A member is
 - ``invalid``: a non-directory named ``/`` (a member called ``.``), which no runtime creates.
 ``hidden_by_position`` is the layer where the member leaves the stack: the lowest of the
 layers that hide it. Whiteout and opaque markers themselves are never visible and have no
-hider.
+hider. When several things hide a member at that layer, the first one decides its kind: a later
+member at the same path (override, or whiteout when that member is a ``.wh.`` marker of the
+path), then the deletions in tar order (markers before files over directories).
+
+What did it, for the reports (so that none restates these rules):
+- ``hidden_by_path``: the path the deletion that decides the kind names (whiteout: the path it
+  deletes, the member's own or an ancestor; opaque: the marker's directory; ancestor: the
+  non-directory's path); none for an override or an invalid member;
+- ``hidden_by_markers``: every whiteout or opaque marker of the layer at ``hidden_by_position``
+  that deletes the member (its own path's ``.wh.`` when that is the next entry there, or a
+  marker naming an ancestor), by tar member number, also when a later copy is the kind;
+- for a whiteout marker, ``deletes_from_position``: the newest layer with something in what it
+  deletes (the entry just before it at its path, when that is no marker, or anything below
+  its path in a lower layer); dive's directory type rule reads it.
 
 Work is vectorised (pyarrow, numpy) over the image's members sorted by identity: one sort,
 then a scan of neighbours for overrides and a binary search per deletion for subtrees, so the
@@ -45,6 +58,12 @@ def identity(path: pa.ChunkedArray | pa.Array, raw: pa.ChunkedArray | pa.Array) 
     if raw.null_count == len(raw):
         return pc.cast(path, pa.binary())
     return pc.coalesce(raw, pc.cast(path, pa.binary()))
+
+
+def display(key: bytes) -> str:
+    """The display form of identity bytes (as ``path`` shows them: ``\\xNN`` for bytes that
+    are not UTF-8)."""
+    return key.decode("utf-8", "backslashreplace")
 
 
 def _parent(key: bytes) -> bytes:
@@ -76,6 +95,13 @@ class LayerFate:
     visible: np.ndarray  # bool
     hidden_by_position: np.ndarray  # int32, -1: none
     hidden_by_kind: np.ndarray  # int8: 0 none, else index into KINDS + 1
+    # int32: -1 none, -2 the member's own path, else an index into ImageFate.paths
+    hidden_by_path: np.ndarray
+    # the markers (member numbers in the layer at hidden_by_position) that delete each member:
+    # those of member i are marker_idx[marker_offsets[i]:marker_offsets[i + 1]]
+    marker_offsets: np.ndarray  # int32, len(visible) + 1
+    marker_idx: np.ndarray  # int32
+    deletes_from_position: np.ndarray  # int32, -1: none (whiteout markers only)
 
 
 @dataclass
@@ -94,6 +120,8 @@ class ImageFate:
     links: dict[tuple[int, int], HardlinkTarget] = field(default_factory=dict)
     # directories no layer has an entry for, with the position of the first member below them
     implied: dict[bytes, int] = field(default_factory=dict)
+    # the display paths LayerFate.hidden_by_path points into
+    paths: list[str] = field(default_factory=list)
 
     def hidden_keys(self) -> np.ndarray:
         """Sorted ``position << 32 | idx`` of every member that is not visible."""
@@ -150,7 +178,8 @@ def compute(layers: Sequence[tuple[int, str, str]]) -> ImageFate:
 
     # the key a member sets: a whiteout marker sets (deletes) the path it hides
     gkeys_py: dict[int, bytes] = {}
-    deletions: list[tuple[bytes, int, int]] = []  # (prefix, position, kind): below prefix
+    # (prefix, position, kind, member): what lies below prefix in lower layers goes
+    deletions: list[tuple[bytes, int, int, int]] = []
     for g in np.flatnonzero(wh).tolist():
         k = keys[g].as_py()
         parent, _, base = k.rpartition(b"/")
@@ -158,9 +187,9 @@ def compute(layers: Sequence[tuple[int, str, str]]) -> ImageFate:
         if wh[g] == 1:
             hides = (parent.rstrip(b"/") + b"/" + base[4:]) if parent != b"/" else b"/" + base[4:]
             gkeys_py[g] = hides
-            deletions.append((hides, int(pos[g]), _K_WHITEOUT))
+            deletions.append((hides, int(pos[g]), _K_WHITEOUT, g))
         else:
-            deletions.append((parent, int(pos[g]), _K_OPAQUE))
+            deletions.append((parent, int(pos[g]), _K_OPAQUE, g))
     gkeys = keys
     if gkeys_py:
         where = np.arange(n, dtype=np.int64)
@@ -171,8 +200,12 @@ def compute(layers: Sequence[tuple[int, str, str]]) -> ImageFate:
 
     hidden_by = np.full(n, _NEVER, dtype=np.int32)
     kind = np.zeros(n, dtype=np.int8)
+    by_path = np.full(n, -1, dtype=np.int32)  # -2: own path, else index into deletions
     visible = np.zeros(n, dtype=bool)
     order = np.zeros(0, dtype=np.int32)
+    deletes_from = np.full(n, -1, dtype=np.int32)
+    pair_member: list[np.ndarray] = []  # (member, marker) pairs: the marker deletes the member
+    pair_marker: list[np.ndarray] = []
     if n:
         # members are concatenated by (position, idx) and the sort is stable, so equal keys
         # stay in stack order without sorting on position and idx as well
@@ -183,13 +216,23 @@ def compute(layers: Sequence[tuple[int, str, str]]) -> ImageFate:
         # the next non-opaque member at the same key (opaque markers sort by their own key,
         # which no other member shares but another opaque marker; skip them as followers)
         over = same & not_opq & np.append(not_opq[1:], False)
-        del same, not_opq
+        del not_opq
         at = np.flatnonzero(over)
         del over
         og, g_next = order[at], order[at + 1]
         hidden_by[og] = pos[g_next]
         kind[og] = np.where(wh[g_next] == 1, _K_WHITEOUT, _K_OVERRIDE)
+        by_path[og] = np.where(wh[g_next] == 1, -2, -1)
         del at, og, g_next
+        # each whiteout marker and the entry just before it at its path (its own key)
+        w_at = np.flatnonzero(wh[order] == 1)
+        w_at = w_at[(w_at > 0)]
+        w_at = w_at[same[w_at - 1]]
+        wg, wprev = order[w_at], order[w_at - 1]
+        keep = wh[wprev] == 0
+        wg, wprev = wg[keep], wprev[keep]
+        deletes_from[wg] = pos[wprev]
+        del same, w_at, keep
         # a non-directory over a lower directory (or over anything a lower layer put below
         # it) deletes that subtree
         parents_below: set[bytes] = set()
@@ -202,7 +245,7 @@ def compute(layers: Sequence[tuple[int, str, str]]) -> ImageFate:
                     ck = keys.take(pa.array(cand))
                     hit = pc.is_in(ck, value_set=pa.array(list(parents_below), pa.binary()))
                     for g in cand[np.asarray(hit.to_numpy(zero_copy_only=False), dtype=bool)].tolist():
-                        deletions.append((keys[g].as_py(), int(pos[g]), _K_ANCESTOR))
+                        deletions.append((keys[g].as_py(), int(pos[g]), _K_ANCESTOR, g))
             if li == len(layers) - 1:
                 break  # nothing lies above the top layer
             # the directories this layer puts (or implies) below everything above it
@@ -213,37 +256,79 @@ def compute(layers: Sequence[tuple[int, str, str]]) -> ImageFate:
                 parents_below.update(_ancestors(par))
             parents_below.discard(b"")
         # deletions hide what lies strictly below their prefix in lower layers
-        if deletions:
-            for prefix, p, k in deletions:
-                a, b = _under(prefix)
-                lo = _bisect(gkeys, order, a)
-                hi = _bisect(gkeys, order, b)
-                if prefix == b"/":
-                    lo = _bisect(gkeys, order, b"/", right=True)
-                if hi <= lo:
-                    continue
-                gs = order[lo:hi]
-                m = (pos[gs] < p) & (p < hidden_by[gs])
-                hit_g = gs[m]
-                hidden_by[hit_g] = p
-                kind[hit_g] = k
+        spans: list[tuple[int, int]] = []
+        for di, (prefix, p, k, g) in enumerate(deletions):
+            a, b = _under(prefix)
+            lo = _bisect(gkeys, order, a)
+            hi = _bisect(gkeys, order, b)
+            if prefix == b"/":
+                lo = _bisect(gkeys, order, b"/", right=True)
+            spans.append((lo, hi))
+            if hi <= lo:
+                continue
+            gs = order[lo:hi]
+            below = pos[gs] < p
+            if k == _K_WHITEOUT and below.any():
+                deletes_from[g] = max(int(deletes_from[g]), int(pos[gs][below].max()))
+            hit_g = gs[below & (p < hidden_by[gs])]
+            hidden_by[hit_g] = p
+            kind[hit_g] = k
+            by_path[hit_g] = di
+        # every marker that deletes a member at the layer where it leaves the stack: its own
+        # path's whiteout (when that is the entry after it there), and markers of its ancestors
+        hb_w = hidden_by[wprev] == pos[wg]
+        pair_member.append(wprev[hb_w])
+        pair_marker.append(wg[hb_w])
+        del wprev, wg, hb_w
+        for (_, p, k, g), (lo, hi) in zip(deletions, spans):
+            if k == _K_ANCESTOR or hi <= lo:
+                continue
+            gs = order[lo:hi]
+            hit_g = gs[(pos[gs] < p) & (hidden_by[gs] == p) & (wh[gs] == 0)]  # markers have none
+            if len(hit_g):
+                pair_member.append(hit_g)
+                pair_marker.append(np.full(len(hit_g), g, dtype=np.int32))
         # a non-directory at "/" is no file any runtime creates
         root = np.flatnonzero(np.asarray(pc.equal(keys, pa.scalar(b"/", pa.binary())).to_numpy(
             zero_copy_only=False), dtype=bool) & ~is_dir)
         kind[root] = _K_INVALID
+        by_path[root] = -1
         hidden_by[root] = np.where(hidden_by[root] == _NEVER, -1, hidden_by[root])
         visible = (kind == 0) & (wh == 0)
         markers = wh != 0  # never visible, hidden by nothing
         kind[markers] = 0
         hidden_by[markers] = _NEVER
+        by_path[markers] = -1
 
-    fate = ImageFate(layers=[])
+    # the pairs, by member then marker (tar order): per member offsets into the marker numbers
+    pm = np.concatenate(pair_member).astype(np.int64) if pair_member else np.zeros(0, np.int64)
+    pk = np.concatenate(pair_marker).astype(np.int64) if pair_marker else np.zeros(0, np.int64)
+    del pair_member, pair_marker
+    srt = np.lexsort((pk, pm))
+    pm, pk = pm[srt], pk[srt]
+    del srt
+    pair_counts = np.bincount(pm, minlength=n) if len(pm) else np.zeros(n, dtype=np.int64)
+    pair_starts = np.concatenate([[0], np.cumsum(pair_counts)]).astype(np.int64)
+    marker_idx_all = idx[pk].astype(np.int32) if len(pk) else np.zeros(0, np.int32)
+    # the display paths the deletions name, each once
+    paths: dict[bytes, int] = {}
+    del_path = np.array([paths.setdefault(prefix, len(paths)) for prefix, _, _, _ in deletions],
+                        dtype=np.int32)
+    if len(del_path):
+        named = by_path >= 0
+        by_path[named] = del_path[by_path[named]]
+
+    fate = ImageFate(layers=[], paths=[display(k) for k in paths])
     starts = np.cumsum([0] + counts)
     for li, (p, d, _) in enumerate(layers):
         lo, hi = int(starts[li]), int(starts[li + 1])
         hb = hidden_by[lo:hi].copy()
         hb[hb == _NEVER] = -1
-        fate.layers.append(LayerFate(p, d, visible[lo:hi].copy(), hb, kind[lo:hi].copy()))
+        off = pair_starts[lo:hi + 1]
+        fate.layers.append(LayerFate(
+            p, d, visible[lo:hi].copy(), hb, kind[lo:hi].copy(), by_path[lo:hi].copy(),
+            (off - off[0]).astype(np.int32), marker_idx_all[int(off[0]):int(off[-1])].copy(),
+            deletes_from[lo:hi].copy()))
 
     if n:
         _links(fate, tables, layers, pos, idx, visible, is_link, order, gkeys, starts)

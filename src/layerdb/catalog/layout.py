@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-FORMAT_VERSION = 2  # of the whole catalog: bump when tables, files or columns change
+FORMAT_VERSION = 3  # of the whole catalog: bump when tables, files or columns change
 
 
 def _hex(digest: object) -> str:

@@ -4,9 +4,11 @@ per image (``materialize``); read by the catalog's views and by ``fastview``.
 
 The Parquet holds every member of every layer of the image, layer by layer in tar order, with
 the layer's columns (``files``) and: ``image_id``, ``position``, ``visible``,
-``hidden_by_position``, ``hidden_by_kind``, and for a visible hardlink the member whose bytes
-it has (``content_layer``, ``content_offset``, ``content_size``, ``content_sha256``). Then one
-row per implied directory (a directory no layer has an entry for; ``idx`` -1).
+``hidden_by_position``, ``hidden_by_kind``, ``hidden_by_path``, ``hidden_by_markers``,
+``deletes_from_position`` (fate.py says what they mean), and for a visible hardlink the member
+whose bytes it has (``content_layer``, ``content_offset``, ``content_size``,
+``content_sha256``). Then one row per implied directory (a directory no layer has an entry
+for; ``idx`` -1).
 
 The fate file (``members/<image hex>.fate``): ``LDBFATE1``, a u64 header length, a JSON
 header (the layers' diff_ids by position, the hardlink targets, the implied directories), then
@@ -71,6 +73,7 @@ def _write_members(job: MaterializeJob, fate: ImageFate) -> None:
     from .fate import KINDS
 
     kinds = pa.array([None, *KINDS], pa.string())
+    names = pa.array(fate.paths, pa.string())
     schema = None
     writer = None
     tmp = job.members_out + ".tmp"
@@ -86,6 +89,7 @@ def _write_members(job: MaterializeJob, fate: ImageFate) -> None:
                 n = batch.num_rows
                 sl = slice(start, start + n)
                 hb = lf.hidden_by_position[sl]
+                df = lf.deletes_from_position[sl]
                 c_layer: list = [None] * n
                 c_off: list = [None] * n
                 c_size: list = [None] * n
@@ -100,6 +104,9 @@ def _write_members(job: MaterializeJob, fate: ImageFate) -> None:
                     pa.array(lf.visible[sl]),
                     pa.array(hb, mask=hb < 0, type=pa.int32()),
                     kinds.take(pa.array(lf.hidden_by_kind[sl].astype(np.int32))),
+                    _hidden_by_path(lf.hidden_by_path[sl], names, batch.column("path")),
+                    _markers(lf.marker_offsets[start:start + n + 1], lf.marker_idx),
+                    pa.array(df, mask=df < 0, type=pa.int32()),
                     pa.array(c_layer, pa.string()), pa.array(c_off, pa.int64()),
                     pa.array(c_size, pa.int64()), pa.array(c_sha, pa.string()),
                 ]
@@ -124,9 +131,35 @@ def _write_members(job: MaterializeJob, fate: ImageFate) -> None:
             os.unlink(tmp)
 
 
+def _hidden_by_path(code, names, path):  # type: ignore[no-untyped-def]
+    """The display paths of ``code`` (fate.LayerFate.hidden_by_path): -1 null, -2 ``path``."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not (code != -1).any():
+        return pa.nulls(len(code), pa.string())
+    named = names.take(pa.array(np.where(code >= 0, code, 0), mask=code < 0))
+    return pc.if_else(pa.array(code == -2), path.cast(pa.string()), named)
+
+
+def _markers(offsets, values):  # type: ignore[no-untyped-def]
+    """A list of marker numbers per member, null where there is none."""
+    import pyarrow as pa
+
+    empty = offsets[1:] == offsets[:-1]
+    if empty.all():
+        return pa.nulls(len(empty), pa.list_(pa.int32()))
+    lo = int(offsets[0])
+    return pa.ListArray.from_arrays(pa.array(offsets - lo, pa.int32()),
+                                    pa.array(values[lo:int(offsets[-1])], pa.int32()),
+                                    mask=pa.array(empty))
+
+
 MEMBER_EXTRA = (
     ("image_id", "string"), ("position", "int32"), ("visible", "bool_"),
-    ("hidden_by_position", "int32"), ("hidden_by_kind", "string"),
+    ("hidden_by_position", "int32"), ("hidden_by_kind", "string"), ("hidden_by_path", "string"),
+    ("hidden_by_markers", "list<int32>"), ("deletes_from_position", "int32"),
     ("content_layer", "string"), ("content_offset", "int64"), ("content_size", "int64"),
     ("content_sha256", "string"),
 )
@@ -135,7 +168,8 @@ MEMBER_EXTRA = (
 def _schema(files_schema):  # type: ignore[no-untyped-def]
     import pyarrow as pa
 
-    fields = [pa.field(n, getattr(pa, t)()) for n, t in MEMBER_EXTRA]
+    fields = [pa.field(n, pa.list_(pa.int32()) if t == "list<int32>" else getattr(pa, t)())
+              for n, t in MEMBER_EXTRA]
     return pa.schema(fields + list(files_schema))
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 DICTIONARY = ["layer", "image_id", "type", "parent", "uname", "gname", "whiteout", "hides",
-              "linkname", "hidden_by_kind", "content_layer"]
+              "linkname", "hidden_by_kind", "hidden_by_path", "content_layer"]
 
 
 def writer(path: str, schema: Any) -> Any:
