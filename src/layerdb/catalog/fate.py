@@ -156,7 +156,6 @@ def compute(layers: Sequence[tuple[int, str, str]]) -> ImageFate:
     """The fate of every member of one image. ``layers``: (position, diff_id, path of the
     layer's files Parquet), base first."""
     tables = [_read(p) for _, _, p in layers]
-    pa.default_memory_pool().release_unused()  # the Parquet decoder's buffers
     counts = [t.num_rows for t in tables]
     n = sum(counts)
     pos = np.concatenate([np.full(c, p, dtype=np.int32) for (p, _, _), c in zip(layers, counts)]) \
@@ -164,7 +163,8 @@ def compute(layers: Sequence[tuple[int, str, str]]) -> ImageFate:
     idx = np.concatenate([t.column("idx").to_numpy().astype(np.int32) for t in tables]) \
         if n else np.zeros(0, dtype=np.int32)
     # the identities, chunked as read: when names are UTF-8 they are views of the path
-    # columns, not copies (memory is one copy of the image's paths, plus one sorted copy)
+    # columns, not copies (memory is one copy of the image's paths; sorted keys are only
+    # gathered a slice at a time)
     keys = pa.chunked_array([c for t in tables
                              for c in _chunks(identity(t.column("path"), t.column("raw_path")))],
                             type=pa.binary())
