@@ -20,14 +20,22 @@ time (wall seconds, peak RSS of the process tree), page cache warm, best of ``--
   against ``-j 1``).
 
 Ratios against the baseline of the same run are what count; the machine is shared and noisy.
-A run on 2 busy cores (load 12-16; tar -tvf took 19.6 s instead of ~4), before = main's tarindex:
+A run of 2026-12-03 (2 cores, the page cache cold for tar's first read, so tar -tvf took 6.5 s
+where a warm run takes ~3 s: compare the trees with each other first), baseline = main before
+this session's ingest work:
 
-| layer | what | before (x tar) | after (x tar) |
+| layer | what | baseline | this tree |
 |---|---|---:|---:|
-| plain | read_layer | 73.4 s (3.75x), 121 MB | 28.0 s (1.43x), 198 MB |
-| gzip | read_layer | 94.2 s (4.21x), 119 MB | 30.4 s (1.36x), 200 MB |
-| plain | ingest -j 1 | 125.0 s (6.38x), 337 MB | 108.4 s (5.53x), 362 MB |
-| gzip | ingest -j 1 | 189.1 s (8.44x), 321 MB | 49.8 s (2.22x), 365 MB |
+| plain | read_layer | 13.69 s, 789 MB | 8.99 s, 233 MB |
+| plain | ingest -j 1 | 18.01 s, 836 MB | 12.66 s, 387 MB |
+| gzip | read_layer | 13.41 s, 788 MB | 8.57 s, 232 MB |
+| gzip | ingest -j 1 | 16.52 s, 832 MB | 12.59 s, 388 MB |
+| two images | ingest -j 1 | 39.14 s | 22.94 s |
+| two images | ingest -j 2 | 17.05 s (0.44x of -j 1) | 16.75 s (0.73x of -j 1) |
+
+``ingest -j 1`` now runs on about 1.5 cores (the blob is read, decompressed and hashed on one
+thread, the Parquet and layer index written on another, store frames compressed on a third),
+so ``-j 2`` adds less to it than before; the CPU time a member costs fell less than the wall time.
 """
 from __future__ import annotations
 
