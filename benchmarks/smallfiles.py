@@ -54,27 +54,9 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import baselines as B  # noqa: E402
+from corpus import _ustar as _header  # noqa: E402 - the corpus's hand-rolled ustar header
 
-MTIME = 1_700_000_000
 TEXT = (b"the quick brown fox jumps over the lazy dog 0123456789 " * 4)
-
-
-def _header(name: bytes, size: int, typeflag: bytes, mode: int) -> bytes:
-    h = bytearray(512)
-    h[0:len(name)] = name
-    h[100:108] = b"%07o\0" % mode
-    h[108:116] = b"0000000\0"
-    h[116:124] = b"0000000\0"
-    h[124:136] = b"%011o\0" % size
-    h[136:148] = b"%011o\0" % MTIME
-    h[148:156] = b"        "
-    h[156:157] = typeflag
-    h[257:265] = b"ustar\x0000"
-    h[265:269] = b"root"
-    h[297:301] = b"root"
-    h[329:345] = b"0000000\x000000000\x00"
-    h[148:156] = b"%06o\0 " % sum(h)
-    return bytes(h)
 
 
 def build_layer(path: Path, files: int, top: bytes = b"data") -> dict:
