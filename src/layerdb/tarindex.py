@@ -13,15 +13,19 @@ numeric field that does not parse, a negative size, a NUL in a PAX path, linkpat
 group name or in a record's key, a PAX header or GNU long name over 1 MiB, a broken sparse map)
 is refused here with ``CorruptLayer``: ``layer L: member N: problem``.
 
-Speed: most layers are many small members, so the hot loop parses headers straight out of a
-large buffer, hashes small files from it, and keeps names as bytes; the numeric header fields
-of a whole batch (checksum, mode, ids, mtime, device numbers) are parsed and validated at once
-with numpy when the batch becomes Arrow columns. Anything unusual (PAX and GNU extensions,
-prefixes, names needing normalisation, whiteouts, files larger than the buffer) takes the
-general path, which handles every case one member at a time.
+Speed: most layers are many small members, so the hot path reads them a buffer at a time:
+every 512-byte block of the buffer is read at once (numpy) as if it were a plain header, which
+gives where the next header would be; following that chain from a real header costs a list
+lookup a member, and the files it passes are hashed in one comprehension. Names stay bytes
+until a batch becomes Arrow columns, and the numeric header fields of a whole batch
+(checksum, mode, ids, mtime, device numbers) are parsed and validated at once with numpy then.
+Anything unusual (PAX and GNU extensions, prefixes, names needing normalisation, whiteouts,
+files larger than the buffer) takes the general path, which handles every case one member at
+a time.
 """
 from __future__ import annotations
 
+import binascii
 import hashlib
 import posixpath
 import re
@@ -268,44 +272,60 @@ for _t, _k in _KIND.items():
 # the checksum field is 6 digits, NUL, space
 _STD_FIELDS = (("mode", 100, 108), ("uid", 108, 116), ("gid", 116, 124), ("size", 124, 136),
                ("mtime", 136, 148), ("checksum", 148, 156))
-_STD_DIGITS = np.array([j - 100 for _, lo, hi in _STD_FIELDS
-                        for j in range(lo, hi - (2 if lo == 148 else 1))])
-_STD_TERMS = np.array([j - 100 for _, lo, hi in _STD_FIELDS
-                       for j in range(hi - (2 if lo == 148 else 1), hi)])
-_DEV_DIGITS = np.array([*range(0, 7), *range(8, 15)])
-_DEV_TERMS = np.array([7, 15])
+_DEV_FIELDS = (("devmajor", 329, 337), ("devminor", 337, 345))
 
 
-def _horner(Xt: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    """The octal number in rows lo..hi-1 of a (byte position, member) matrix of digit values."""
-    v = Xt[lo].copy()
-    for j in range(lo + 1, hi):
-        v *= 8
-        v += Xt[j]
-    return v
+def _layout(fields: tuple[tuple[str, int, int], ...]) -> tuple[np.ndarray, np.ndarray]:
+    """For fields packed from ``fields[0]``'s start: a mask and the value each 8-byte word
+    must have under it when every field is octal digits then terminators (NUL or space)."""
+    base = fields[0][1]
+    mask, want = bytearray(fields[-1][2] - base), bytearray(fields[-1][2] - base)
+    for _, lo, hi in fields:
+        digits = hi - lo - (2 if lo == 148 else 1)
+        for j in range(lo, hi):
+            mask[j - base], want[j - base] = (0xF8, 0x30) if j < lo + digits else (0xDF, 0)
+    return np.frombuffer(bytes(mask), np.uint64), np.frombuffer(bytes(want), np.uint64)
 
 
-def _digits(F: np.ndarray) -> bool:
-    return bool(((F - np.uint8(48)) <= 7).all())
+_STD_LAYOUT = _layout(_STD_FIELDS)
+_DEV_LAYOUT = _layout(_DEV_FIELDS)
 
 
-def _terminators(F: np.ndarray) -> bool:
-    return bool(((F & np.uint8(0xDF)) == 0).all())
+def _common(H: np.ndarray, fields: tuple[tuple[str, int, int], ...],
+            layout: tuple[np.ndarray, np.ndarray]) -> list[np.ndarray] | None:
+    """Each field's values when every row has them in the common layout, else None."""
+    base = fields[0][1]
+    X = np.ascontiguousarray(H[:, base:fields[-1][2]])
+    mask, want = layout
+    if not ((X.view(np.uint64) & mask) == want).all():
+        return None
+    out = []
+    for _, lo, hi in fields:
+        a, digits = lo - base, hi - lo - (2 if lo == 148 else 1)
+        v = (X[:, a] & np.uint8(7)).astype(np.int64)
+        for j in range(a + 1, a + digits):
+            v <<= 3
+            v |= X[:, j] & np.uint8(7)
+        out.append(v)
+    return out
 
 
-def _magic(H: np.ndarray, lo: int, hi: int, value: bytes) -> np.ndarray:
+def _word(H: np.ndarray, lo: int, value: bytes) -> np.ndarray:
+    """Rows whose bytes at ``lo`` are ``value`` (at most 8 bytes)."""
+    k = len(value)
     F = np.zeros((len(H), 8), np.uint8)
-    F[:, :hi - lo] = H[:, lo:hi]
+    F[:, :k] = H[:, lo:lo + k]
     return F.view(np.uint64).ravel() == np.frombuffer(value.ljust(8, b"\0"), np.uint64)[0]
 
 
 def _formats(H: np.ndarray) -> np.ndarray:
-    ustar = _magic(H, 257, 263, b"ustar\0")
-    gnu = _magic(H, 257, 265, b"ustar  \0")
-    star = ustar & _magic(H, 508, 512, b"tar\0")
+    magic = np.ascontiguousarray(H[:, 257:265]).view(np.uint64).ravel()
+    ustar = (magic & np.uint64(0xFFFFFFFFFFFF)) == np.frombuffer(b"ustar\0\0\0", np.uint64)[0]
+    gnu = magic == np.frombuffer(b"ustar  \0", np.uint64)[0]
     f = np.full(len(H), _FORMAT_V7, np.int8)
     f[ustar] = _FORMAT_USTAR
-    f[star] = _FORMAT_STAR
+    if ustar.any():
+        f[ustar & _word(H, 508, b"tar\0")] = _FORMAT_STAR
     f[gnu] = _FORMAT_GNU
     return f
 
@@ -323,8 +343,9 @@ class _Batch:
         self.paths: list[bytes] = []  # normalised raw paths of the rows not yet in a chunk
         self.path_chunks: list[pa.Array] = []  # earlier rows' paths (binary), in order
         self.offsets = array("q")  # offset_data
-        self.shas: list[bytes | None] = []  # raw sha256 digests
-        self.hdrs = bytearray()  # each member's own 512-byte header
+        self.sha = bytearray()  # raw sha256 digests, 32 bytes a row (zeros where there is none)
+        self.nosha: list[int] = []  # rows without a digest (all but regular files)
+        self.hdrs: list[Any] = []  # each member's own 512-byte header, in runs (bytes-like)
         self.links: dict[int, bytes] = {}  # raw link targets (hardlinks: normalised)
         self.kind: dict[int, int] = {}
         self.size: dict[int, int] = {}
@@ -381,34 +402,32 @@ class _Batch:
         """Check every row's header as Go does (checksum, numeric fields); return the header
         matrix and the parsed fields. Raises ``CorruptLayer`` for the first bad row."""
         n = len(self)
-        H = np.frombuffer(self.hdrs, np.uint8).reshape(n, _BLOCK)
+        if len(self.hdrs) != 1:
+            self.hdrs = [b"".join(self.hdrs)]
+        H = np.frombuffer(self.hdrs[0], np.uint8).reshape(n, _BLOCK)
         fmt = _formats(H)
         ext = fmt != _FORMAT_V7
         num = self._numbers
         out: dict[str, np.ndarray] = {"H": H, "ext": ext}
         # the common layout of every numeric field at once (one matrix product); else field by field
-        Xu = np.ascontiguousarray(H[:, 100:156].T)  # one row per byte position
-        Yu = np.ascontiguousarray(H[:, 329:345].T)
-        if (_digits(Xu[_STD_DIGITS]) and _terminators(Xu[_STD_TERMS])
-                and (not ext.all() or (_digits(Yu[_DEV_DIGITS]) and _terminators(Yu[_DEV_TERMS])))):
-            Xt = Xu.astype(np.int64) - 48
-            for what, lo, hi in _STD_FIELDS:
-                out[what] = _horner(Xt, lo - 100, hi - (102 if lo == 148 else 101))
-            if ext.all():
-                Yt = Yu.astype(np.int64) - 48
-                out["devmajor"], out["devminor"] = _horner(Yt, 0, 7), _horner(Yt, 8, 15)
-            else:
-                out["devmajor"] = num(H, 329, 337, "devmajor", ext)
-                out["devminor"] = num(H, 337, 345, "devminor", ext)
+        std = _common(H, _STD_FIELDS, _STD_LAYOUT)
+        if std is not None:
+            for (what, _, _), v in zip(_STD_FIELDS, std):
+                out[what] = v
         else:
             for what, lo, hi in _STD_FIELDS:
                 out[what] = num(H, lo, hi, what, octal_only=what == "checksum")
+        dev = _common(H, _DEV_FIELDS, _DEV_LAYOUT) if ext.all() else None
+        if dev is not None:
+            out["devmajor"], out["devminor"] = dev
+        else:
             out["devmajor"] = num(H, 329, 337, "devmajor", ext)
             out["devminor"] = num(H, 337, 345, "devminor", ext)
         chk = out["checksum"]
-        unsigned = H.sum(axis=1, dtype=np.int64) - H[:, 148:156].sum(axis=1, dtype=np.int64) + 256
+        unsigned = (H.sum(axis=1, dtype=np.uint32).astype(np.int64)
+                    - H[:, 148:156].sum(axis=1, dtype=np.int64) + 256)
         for r in np.flatnonzero(chk != unsigned):  # Go also takes the signed sum
-            blk = bytes(self.hdrs[r * _BLOCK:(r + 1) * _BLOCK])
+            blk = H[r].tobytes()
             if chk[r] != _signed_sum(blk):
                 raise self._fail(int(r), "bad tar header checksum")
         size = out["size"]
@@ -471,7 +490,7 @@ class _Batch:
             pa.array(mtime),
             links,
             pa.array(np.frombuffer(self.offsets, np.int64)),
-            _hex_column(self.shas),
+            _hex_column(self.sha, self.nosha),
             whiteout, hides,
             pa.array([self.xattrs.get(i) for i in range(n)], xtype) if self.xattrs else pa.nulls(n, xtype),
             devcols[0], devcols[1],
@@ -507,29 +526,17 @@ class _Batch:
         return col
 
 
-_HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
-
-
-def _hex_column(digests: list[bytes | None]) -> pa.Array:
-    """Raw 32-byte digests (None: null) as a column of 64-character lowercase hex strings."""
-    n = len(digests)
-    missing = [i for i, d in enumerate(digests) if d is None]
-    if missing:
-        zero = bytes(32)
-        raw = b"".join(zero if d is None else d for d in digests)
-    else:
-        raw = b"".join(digests)  # type: ignore[arg-type]
-    D = np.frombuffer(raw, np.uint8).reshape(n, 32)
-    out = np.empty((n, 64), np.uint8)
-    out[:, 0::2] = _HEX[D >> 4]
-    out[:, 1::2] = _HEX[D & 15]
+def _hex_column(raw: bytes | bytearray, missing: list[int]) -> pa.Array:
+    """Raw 32-byte digests, one a row, as a column of 64-character lowercase hex strings;
+    the rows in ``missing`` are null."""
+    n = len(raw) // 32
     offsets = np.arange(0, 64 * n + 1, 64, dtype=np.int32)
     valid = None
     if missing:
         mask = np.ones(n, bool)
         mask[missing] = False
         valid = pa.array(mask).buffers()[1]
-    return pa.Array.from_buffers(pa.string(), n, [valid, pa.py_buffer(offsets), pa.py_buffer(out)],
+    return pa.Array.from_buffers(pa.string(), n, [valid, pa.py_buffer(offsets), pa.py_buffer(binascii.hexlify(raw))],
                                  null_count=len(missing))
 
 
@@ -546,16 +553,21 @@ def _fast_names(H: np.ndarray) -> tuple[pa.Array, int]:
     one trailing ``/`` dropped. Returns them as a binary array and the number of leading rows
     whose name is already normal (no ``//``, no ``/.``, not ending in ``/``): a row after that
     must be read the careful way."""
-    N = H[:, :_NAME]
-    rows = len(N)
-    zero = N == 0
-    L = np.where(zero.any(axis=1), zero.argmax(axis=1), _NAME)  # name lengths (>= 1 here)
+    rows = len(H)
+    for width in (32, _NAME):  # most names are short: look for their NUL in a narrow slice first
+        zero = H[:, :width] == 0
+        has = zero.any(axis=1)
+        if width == _NAME or has.all():
+            break
+    L = np.where(has, zero.argmax(axis=1), _NAME)  # name lengths (>= 1 here)
+    w = int(L.max())
+    N = H[:, :w]
     r = np.arange(rows)
     L = L - (N[r, L - 1] == 47)  # one trailing '/' dropped
-    S = np.empty((rows, _NAME + 1), np.uint8)
+    S = np.empty((rows, w + 1), np.uint8)
     S[:, 0] = 47
     S[:, 1:] = N
-    keep = np.arange(_NAME + 1) < (L + 1)[:, None]
+    keep = np.arange(w + 1) < (L + 1)[:, None]
     slash = S[:, :-1] == 47
     nxt = S[:, 1:]
     bad = (slash & ((nxt == 47) | (nxt == 46)) & keep[:, 1:]).any(axis=1)  # '//' or '/.'
@@ -715,6 +727,40 @@ def index_layer_deferred(stream: BinaryIO, layer: str, stats: LayerStats | None 
     except EOFError as e:
         raise CorruptLayer(f"layer {layer}: truncated or corrupt tar: {e}") from e
 
+_FAST_OF = np.zeros(256, bool)
+_FAST_OF[list(_FAST)] = True
+_DATA_OF = np.zeros(256, bool)
+_DATA_OF[list(_FAST_DATA)] = True
+_NO_SHA = bytes(32)
+
+
+class _Plan:
+    """Each 512-byte block of a buffer (from ``origin``) read as if it were a plain header:
+    ``nxt[k]`` is the block of the next header when block ``k`` is a plain ustar/GNU header
+    (a type in ``_FAST``, a name, no prefix, a size of 11 octal digits) whose data and
+    padding end inside the buffer, else -1; ``size`` its size field. The hot loop follows
+    ``nxt`` from a real header; what the other blocks hold does not matter."""
+
+    __slots__ = ("buf", "origin", "blocks", "nxt", "size")
+
+    def __init__(self, buf: bytes, origin: int, m: int) -> None:
+        A = np.frombuffer(buf, np.uint8, count=m << 9, offset=origin).reshape(m, _BLOCK)
+        G = np.ascontiguousarray(A[:, 124:160])  # size, mtime, checksum, type: one strided copy
+        t = G[:, 32]
+        S = G[:, :11]
+        ok = _FAST_OF[t] & (A[:, 0] != 0) & (A[:, 345] == 0) & ((G[:, 11] & 0xDF) == 0)
+        ok &= ((S - np.uint8(48)) <= 7).all(axis=1)
+        size = (S[:, 0] & np.uint8(7)).astype(np.int64)
+        for j in range(1, 11):
+            size <<= 3
+            size |= S[:, j] & np.uint8(7)
+        nxt = np.arange(1, m + 1, dtype=np.int64)
+        nxt += np.where(_DATA_OF[t], (size + 511) >> 9, 0)
+        ok &= nxt <= m
+        nxt[~ok] = -1
+        self.buf, self.origin, self.blocks, self.size = buf, origin, A, size
+        self.nxt = memoryview(np.append(nxt, -1).data)  # block m: past the buffer
+
 
 class _Indexer:
     def __init__(self, stream: BinaryIO, layer: str, stats: LayerStats, batch_rows: int) -> None:
@@ -725,6 +771,7 @@ class _Indexer:
         self.idx = 0
         self.holes = 0  # sparse hole bytes hashed so far
         self.b = _Batch(layer, 0)
+        self._plan: _Plan | None = None
 
     def _flush(self) -> Callable[[], pa.RecordBatch]:
         b = self.b
@@ -755,77 +802,94 @@ class _Indexer:
             yield self._flush()
 
     def _fast(self) -> None:
-        """The hot loop: plain ustar/GNU members without extensions, whose header, data and
-        padding are all in the buffer. Per member it parses only the size and hashes the data;
-        the name, the other fields and the strict checks come vectorised afterwards for the
-        whole run (``_fast_names``, ``_Batch.validate``). A member whose name needs more than a
-        leading ``/`` added and a trailing ``/`` dropped ends the run there; ``_member`` takes it."""
+        """The hot path: plain ustar/GNU members without extensions whose header, data and
+        padding are all in the buffer. Where each block of the buffer would lead if it were
+        such a header is worked out for the whole buffer at once (``_plan``); following that
+        chain from the current position costs one list lookup a member, and the files it
+        passes are then hashed in one comprehension. The names, the other fields and the
+        strict checks come vectorised afterwards (``_fast_names``, ``_Batch.validate``). A
+        member whose name or hardlink target needs more than a leading ``/`` added and a
+        trailing ``/`` dropped ends the run there; ``_member`` takes it."""
         rd, b = self.rd, self.b
         buf, p = rd.buf, rd.pos
-        n = len(buf)
         room = self.batch_rows - len(b)
         if room <= 0 or self.idx == 0:  # the first member goes the careful way ("not a tar")
             return
-        starts = array("q")
-        put = starts.append
-        shas: list[bytes | None] = []
-        sha = shas.append
-        links: dict[int, bytes] = {}
-        fast, fast_data = _FAST, _FAST_DATA
-        small, big = _small_sha256, hashlib.sha256
-        count = 0
-        last = n - 512  # the last place a whole header fits (512: _BLOCK, as a constant here)
-        while count < room and p <= last:
-            t = buf[p + 156]
-            if t not in fast or not buf[p] or buf[p + 345] or buf[p + 135] & 0xDF:
+        plan = self._plan
+        if plan is None or plan.buf is not buf or p < plan.origin or (p - plan.origin) & 511:
+            m = (len(buf) - p) >> 9
+            if m < 2:
+                return
+            plan = self._plan = _Plan(buf, p, m)
+        nxt = plan.nxt
+        i = (p - plan.origin) >> 9
+        chain: list[int] = []
+        put = chain.append
+        for _ in range(room):
+            j = nxt[i]
+            if j < 0:
                 break
-            try:
-                size = int(buf[p + 124:p + 135], 8)
-            except ValueError:
-                break
-            q = p + 512
-            if t in fast_data:
-                nxt = q + ((size + 511) & ~511)
-                if nxt > n or size < 0:
-                    break
-                sha((small if size <= 4096 else big)(buf[q:q + size]).digest())
-            else:
-                nxt = q
-                if t == 49 or t == 50:  # hardlink, symlink
-                    e = buf.find(0, p + 157, p + 257)
-                    link = buf[p + 157:e if e >= 0 else p + 257]
-                    if t == 49:
-                        ls = b"/" + link
-                        if not link or b"//" in ls or b"/." in ls or ls[-1] == 47:
-                            break
-                        link = ls
-                    links[count] = link
-                sha(None)
-            put(p)
-            p = nxt
-            count += 1
+            put(i)
+            i = j
+        count = len(chain)
         if not count:
             return
-        P = np.frombuffer(starts, np.int64)
-        H = np.lib.stride_tricks.sliding_window_view(np.frombuffer(buf, np.uint8), _BLOCK)[P]
+        I = np.array(chain, np.int64)  # noqa: E741 - block numbers of the headers, from origin
+        H = plan.blocks[I]
         names, good = _fast_names(H)
-        if good < count:  # roll back to the first member whose name needs the careful way
+        t = H[:, 156]
+        linked = np.flatnonzero((t == 49) | (t == 50))  # hardlinks, symlinks
+        links: dict[int, bytes] = {}
+        for r in linked.tolist():
+            if r >= good:
+                break
+            row = H[r, 157:257].tobytes()
+            e = row.find(0)
+            link = row if e < 0 else row[:e]
+            if t[r] == 49:
+                ls = b"/" + link
+                if not link or b"//" in ls or b"/." in ls or ls[-1] == 47:
+                    good = r
+                    break
+                link = ls
+            links[r] = link
+        if good < count:  # end the run at the first member that needs the careful way
             count = good
             if not count:
                 return
-            p = int(P[count])
-            P, H, names = P[:count], H[:count], names[:count]
-            del shas[count:]
-            links = {i: v for i, v in links.items() if i < count}
+            i = chain[count]
+            I, H, t, names = I[:count], H[:count], t[:count], names[:count]
+        start = plan.origin + (I << 9) + _BLOCK  # where each member's data starts in buf
+        data = _DATA_OF[t]
+        rows = np.flatnonzero(data)
+        digests = _NO_SHA * count
+        if len(rows):
+            lo = start[rows]
+            hi = lo + plan.size[I[rows]]
+            small = _small_sha256
+            if int((hi - lo).max()) <= 4096:  # the common case: Python's own SHA-256 costs less
+                raw = b"".join([small(buf[a:z]).digest() for a, z in zip(lo.tolist(), hi.tolist())])
+            else:
+                big, mv = hashlib.sha256, memoryview(buf)
+                raw = b"".join([(small(buf[a:z]) if z - a <= 4096 else big(mv[a:z])).digest()
+                                for a, z in zip(lo.tolist(), hi.tolist())])
+            if len(rows) == count:
+                digests = raw
+            else:
+                D = np.zeros((count, 32), np.uint8)
+                D[rows] = np.frombuffer(raw, np.uint8).reshape(-1, 32)
+                digests = D.tobytes()
         row0 = len(b)
-        for i, v in links.items():
-            b.links[row0 + i] = v
+        for r, v in links.items():
+            b.links[row0 + r] = v
+        if len(rows) < count:
+            b.nosha += (np.flatnonzero(~data) + row0).tolist()
         b.add_paths(names)
-        b.shas += shas
-        b.offsets.frombytes((P + (rd.base + _BLOCK)).tobytes())
-        b.hdrs += H.tobytes()
+        b.sha += digests
+        b.offsets.frombytes((start + rd.base).tobytes())
+        b.hdrs.append(H)  # a copy already (fancy indexing)
         b.rows += count
-        rd.pos = p
+        rd.pos = plan.origin + (i << 9)
         self.idx += count
 
     def _fail(self, problem: str, at: int) -> CorruptLayer:
@@ -1019,8 +1083,12 @@ class _Indexer:
         b.offsets.append(offset)
         if at != offset - _BLOCK:
             b.hoff[row] = at
-        b.shas.append(sha)
-        b.hdrs += blk
+        if sha is None:
+            b.nosha.append(row)
+            b.sha += _NO_SHA
+        else:
+            b.sha += sha
+        b.hdrs.append(blk)
         if xattrs:
             b.xattrs[row] = xattrs
         self.idx += 1
