@@ -49,7 +49,7 @@ KINDS = ("override", "whiteout", "opaque", "ancestor", "invalid")
 _K_OVERRIDE, _K_WHITEOUT, _K_OPAQUE, _K_ANCESTOR, _K_INVALID = range(1, 6)
 _NEVER = np.iinfo(np.int32).max
 
-MEMBER_COLUMNS = ("idx", "path", "raw_path", "type", "whiteout", "linkname")
+MEMBER_COLUMNS = ("idx", "path", "raw_path", "parent", "type", "whiteout", "linkname")
 
 
 def identity(path: pa.ChunkedArray | pa.Array, raw: pa.ChunkedArray | pa.Array) -> pa.Array:
@@ -136,7 +136,8 @@ class ImageFate:
 
 def _read(path: str) -> pa.Table:
     # type and whiteout as dictionaries: a few bytes a member, not a string each
-    return pq.read_table(path, columns=list(MEMBER_COLUMNS), read_dictionary=["type", "whiteout"])
+    return pq.read_table(path, columns=list(MEMBER_COLUMNS),
+                         read_dictionary=["type", "whiteout", "parent"])
 
 
 def _bisect(keys: pa.ChunkedArray, order: np.ndarray, k: bytes, right: bool = False) -> int:
@@ -168,7 +169,11 @@ def compute(layers: Sequence[tuple[int, str, str]]) -> ImageFate:
     keys = pa.chunked_array([c for t in tables
                              for c in _chunks(identity(t.column("path"), t.column("raw_path")))],
                             type=pa.binary())
-    tables = [t.drop_columns(["path", "raw_path"]) for t in tables]
+    # when every name is UTF-8 the indexer's parent column is each identity's parent, as a
+    # dictionary: implied directories are then found without taking keys apart
+    parents = [c for t in tables for c in t.column("parent").chunks] \
+        if all(t.column("raw_path").null_count == t.num_rows for t in tables) else None
+    tables = [t.drop_columns(["path", "raw_path", "parent"]) for t in tables]
     wh = np.concatenate([_code(t.column("whiteout"), {"whiteout": 1, "opaque": 2}) for t in tables]) \
         if n else np.zeros(0, dtype=np.int8)
     is_dir = np.concatenate([_code(t.column("type"), {"dir": 1}) for t in tables]).astype(bool) \
@@ -333,7 +338,7 @@ def compute(layers: Sequence[tuple[int, str, str]]) -> ImageFate:
     if n:
         _links(fate, tables, layers, pos, idx, visible, is_link, order, gkeys, starts)
         del gkeys
-        _implied(fate, keys, pos, visible, is_dir)
+        _implied(fate, keys, pos, visible, parents)
     return fate
 
 
@@ -422,23 +427,39 @@ def _links(fate: ImageFate, tables: list[pa.Table], layers: Sequence[tuple[int, 
 
 
 def _implied(fate: ImageFate, keys: pa.ChunkedArray, pos: np.ndarray, visible: np.ndarray,
-             is_dir: np.ndarray) -> None:
+             parents: list[pa.DictionaryArray] | None) -> None:
     """Directories that visible entries sit in but no visible member is: a runtime creates
     them (0755, root). Each gets the position of the lowest member below it. Any visible
     entry counts, not only a directory: a symlink or file that a hostile layer put members
-    below stays what it is (extract refuses to write through it). Parents are found a slice
-    of the keys at a time, so no copy of all the keys is made."""
+    below stays what it is (extract refuses to write through it). ``parents``: the members'
+    parent paths, chunked as ``keys`` (dictionaries), when every name is UTF-8; else parents
+    are found a slice of the keys at a time, so no copy of all the keys is made."""
     vis = np.flatnonzero(visible)
     if not len(vis):
         return
     lowest: dict[bytes, int] = {}  # parent -> the lowest position of a visible entry in it
-    for lo in range(0, len(vis), _STEP):
-        sel = vis[lo:lo + _STEP]
-        par = pa.table({"k": _parent_array(keys.take(pa.array(sel))), "p": pa.array(pos[sel])})
-        grouped = par.group_by("k").aggregate([("p", "min")])
-        for k, p in zip(grouped.column("k").to_pylist(), grouped.column("p_min").to_pylist()):
-            if k and (k not in lowest or p < lowest[k]):
-                lowest[k] = p
+    if parents is not None:
+        lo = 0
+        for chunk in parents:
+            hi = lo + len(chunk)
+            code = chunk.indices.to_numpy(zero_copy_only=False)
+            take = visible[lo:hi] & np.asarray(chunk.is_valid())  # the root has no parent
+            best = np.full(len(chunk.dictionary), _NEVER, np.int32)
+            np.minimum.at(best, code[take].astype(np.intp), pos[lo:hi][take])
+            values = chunk.dictionary.to_pylist()
+            for d in np.flatnonzero(best != _NEVER).tolist():
+                k, p = values[d].encode(), int(best[d])
+                if k not in lowest or p < lowest[k]:
+                    lowest[k] = p
+            lo = hi
+    else:
+        for lo in range(0, len(vis), _STEP):
+            sel = vis[lo:lo + _STEP]
+            par = pa.table({"k": _parent_array(keys.take(pa.array(sel))), "p": pa.array(pos[sel])})
+            grouped = par.group_by("k").aggregate([("p", "min")])
+            for k, p in zip(grouped.column("k").to_pylist(), grouped.column("p_min").to_pylist()):
+                if k and (k not in lowest or p < lowest[k]):
+                    lowest[k] = p
     if not lowest:
         return
 
