@@ -80,26 +80,21 @@ def _write_members(job: MaterializeJob, fate: ImageFate) -> None:
     try:
         for (position, _diff_id, path), lf in zip(job.layers, fate.layers):
             pf = pq.ParquetFile(path)
+            layer_names = pf.schema_arrow.names
             if schema is None:
                 schema = _schema(pf.schema_arrow)
-                writer = parquet.writer(tmp, schema)
+                # encoded on a thread of its own while the next batch is read and decoded
+                writer = parquet.BackgroundWriter(tmp, schema)
             start = 0
             links = {i: t for (p, i), t in fate.links.items() if p == position}
+            image_id = pa.scalar(job.image_id, pa.string())
             for batch in pf.iter_batches(batch_size=ROW_GROUP, use_threads=False):
                 n = batch.num_rows
                 sl = slice(start, start + n)
                 hb = lf.hidden_by_position[sl]
                 df = lf.deletes_from_position[sl]
-                c_layer: list = [None] * n
-                c_off: list = [None] * n
-                c_size: list = [None] * n
-                c_sha: list = [None] * n
-                for i, t in links.items():
-                    if start <= i < start + n:
-                        c_layer[i - start], c_off[i - start] = t.layer, t.offset
-                        c_size[i - start], c_sha[i - start] = t.size, t.sha256
                 extra = [
-                    pa.array([job.image_id] * n, pa.string()),
+                    pa.repeat(image_id, n),
                     pa.array(np.full(n, position, dtype=np.int32)),
                     pa.array(lf.visible[sl]),
                     pa.array(hb, mask=hb < 0, type=pa.int32()),
@@ -107,28 +102,45 @@ def _write_members(job: MaterializeJob, fate: ImageFate) -> None:
                     _hidden_by_path(lf.hidden_by_path[sl], names, batch.column("path")),
                     _markers(lf.marker_offsets[start:start + n + 1], lf.marker_idx),
                     pa.array(df, mask=df < 0, type=pa.int32()),
-                    pa.array(c_layer, pa.string()), pa.array(c_off, pa.int64()),
-                    pa.array(c_size, pa.int64()), pa.array(c_sha, pa.string()),
+                    *_content(links, start, n),
                 ]
-                cols = extra + [batch.column(name) for name in pf.schema_arrow.names]
+                cols = extra + [batch.column(name) for name in layer_names]
                 assert writer is not None
-                writer.write_batch(pa.RecordBatch.from_arrays(cols, schema=schema))
+                writer.put(pa.RecordBatch.from_arrays(cols, schema=schema))
                 start += n
         if schema is None:  # an image without layers
             from ..tarindex import SCHEMA
 
             schema = _schema(SCHEMA)
-            writer = parquet.writer(tmp, schema)
+            writer = parquet.BackgroundWriter(tmp, schema)
         if fate.implied:
-            writer.write_batch(_implied_batch(job, fate, schema))  # type: ignore[union-attr]
-        writer.close()  # type: ignore[union-attr]
-        writer = None
+            writer.put(_implied_batch(job, fate, schema))  # type: ignore[union-attr]
+        done, writer = writer, None
+        done.close()  # type: ignore[union-attr]
         os.replace(tmp, job.members_out)
     finally:
-        if writer is not None:
-            writer.close()
+        if writer is not None:  # something went wrong: what the thread says matters less
+            try:
+                writer.close()
+            except Exception:  # noqa: BLE001, S110
+                pass
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _content(links, start, n):  # type: ignore[no-untyped-def]
+    """content_layer, content_offset, content_size, content_sha256 of rows start..start+n-1:
+    for a visible hardlink, the member whose bytes it has (``links``: idx -> fate.LinkTarget)."""
+    import pyarrow as pa
+
+    types = (pa.string(), pa.int64(), pa.int64(), pa.string())
+    mine = {i - start: t for i, t in links.items() if start <= i < start + n}
+    if not mine:
+        return [pa.nulls(n, ty) for ty in types]
+    cols: list[list] = [[None] * n for _ in types]
+    for r, t in mine.items():
+        cols[0][r], cols[1][r], cols[2][r], cols[3][r] = t.layer, t.offset, t.size, t.sha256
+    return [pa.array(c, ty) for c, ty in zip(cols, types)]
 
 
 def _hidden_by_path(code, names, path):  # type: ignore[no-untyped-def]
