@@ -118,6 +118,12 @@ def ingest(paths: tuple[str, ...], jobs: int | None, quiet: bool, verify: bool, 
             olds = ", ".join(f"{o[:19]}…" for o in ev["from"])
             line = f"ref {ev['ref']} moved from {olds} to {ev['to'][:19]}…"
             click.echo(f"layerdb: {error_line(line)}", err=True)
+        elif ev["event"] == "renamed":  # an older catalog's bare tag, now ARCHIVE:TAG
+            if not quiet:
+                from .errors import error_line
+
+                line = f"ref {ev['ref']} of {ev['image'][:19]}… is now {ev['to']}"
+                click.echo(f"layerdb: {error_line(line)}", err=True)
         elif progress is not None:
             progress(ev)
 
