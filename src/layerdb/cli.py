@@ -198,7 +198,8 @@ def images(fmt: str, catalog: str | None) -> None:
 
     id is the manifest digest (layerdb's image id); config_digest is docker's IMAGE ID.
     Twins (one image saved as docker-archive and as OCI) are two rows with one
-    config_digest; --image takes either digest, a ref, a repository or a tag.
+    config_digest; --image takes either digest, a ref, a repository or a tag, or a
+    digest reference as docker's (repo@sha256:<64 hex>: that manifest, or that index's images).
 
     \b
     Examples:
