@@ -382,7 +382,7 @@ def test_registry_index_children_are_named_as_asked(registry, cli, tmp_path):
     assert _id_of(cli, "copy:v2", "--platform", "amd64") == b"linux/amd64 #0\n"
 
 
-def test_older_catalogs_bare_tag_is_spelled_out_by_a_reingest(archives, cli):
+def test_older_catalogs_bare_tag_is_spelled_out_by_a_reingest(archives, cli, monkeypatch):
     """A catalog written before bare tags were qualified holds ``v1`` (made here by writing
     the row as that writer did). Reading it changes nothing; re-ingesting the archive replaces
     ``v1`` with ``alpha:v1`` in the one commit that records it, and says so once."""
@@ -401,6 +401,20 @@ def test_older_catalogs_bare_tag_is_spelled_out_by_a_reingest(archives, cli):
     assert _images(cli)[0]["refs"] == ["v1"]
     assert _ok(cli, "extract", "--image", "v1", "--path", "/app/data").stdout == b"content A\n"
     assert _db_stat(cli.home) == before  # a read qualifies nothing
+    # the rename is part of the commit: a commit that fails leaves the bare tag as it was
+    from layerdb.catalog import writer
+
+    real = writer._insert_image
+
+    def failing(*args):
+        real(*args)
+        raise duckdb.IOException("IO Error: disk went away")
+
+    monkeypatch.setattr(writer, "_insert_image", failing)
+    r = cli("ingest", "-q", str(archives["alpha"]))
+    assert r.returncode == 1 and b"disk went away" in r.stderr and len(r.stderr.splitlines()) == 1
+    monkeypatch.undo()
+    assert _images(cli)[0]["refs"] == ["v1"]
     r = _ok(cli, "ingest", "-q", str(archives["alpha"]))
     assert r.stderr.decode() == ""  # -q: the rename is not a retag; without -q it is said
     assert _images(cli)[0]["refs"] == ["alpha:v1"]
