@@ -261,3 +261,220 @@ def test_archive_name(path, name):
     assert archive_name(path) == name
     assert qualify_ref("v1", path) == (f"{name}:v1" if name else "v1")
     assert qualify_ref("example.com/app:v1", path) == "example.com/app:v1"
+
+
+# Index children, digest references, older catalogs' bare tags ----------------------------------
+
+CHILD_NAMES = {"org.opencontainers.image.ref.name": "ubuntu", "org.opencontainers.image.version": "24.04",
+               "io.containerd.image.name": "docker.io/library/ubuntu:24.04"}
+
+
+def _annotated_index(root: pathlib.Path, tag: str, platforms: tuple[str, ...]) -> tuple[str, list[str]]:
+    """An OCI layout at ``root`` whose ``index.json`` names one index, tagged ``tag``, of one
+    image per platform (its ``/id`` holds ``PLATFORM #N``); each child descriptor carries ref
+    annotations (CHILD_NAMES), which are no refs of an index blob's child. Returns the index
+    digest and the children's manifest digests, in ``platforms`` order."""
+    specs = [f.ImageSpec([f.Layer([f.file("id", f"{p} #{i}\n".encode())], "gzip")], platform=p)
+             for i, p in enumerate(platforms)]
+    [built] = f.write_oci_layout(root, [f.IndexSpec(specs, tags=[tag])])
+    doc = json.loads(built.index)
+    for m in doc["manifests"]:
+        m["annotations"] = CHILD_NAMES
+    raw = json.dumps(doc).encode()
+    digest = f.digest_of(raw)
+    (root / "blobs" / "sha256" / digest[7:]).write_bytes(raw)
+    top = json.loads((root / "index.json").read_bytes())
+    top["manifests"][0].update(digest=digest, size=len(raw))
+    (root / "index.json").write_text(json.dumps(top))
+    return digest, [m["digest"] for m in doc["manifests"]]
+
+
+def _id_of(cli, *image_args: str) -> bytes:
+    """What ``/id`` holds in the image ``--image ...`` selects (extract: the lookup index)."""
+    return _ok(cli, "extract", "--path", "/id", "--image", *image_args).stdout
+
+
+def _refused(cli, *image_args: str) -> str:
+    """The one error line of a selection that names no single image (exit 2, nothing out)."""
+    r = cli("inspect", *image_args)
+    assert r.returncode == 2 and r.stdout == b"", (image_args, r.stderr)
+    [line] = r.stderr.decode().splitlines()
+    return line
+
+
+def test_oci_index_children_carry_the_index_refs_only(cli, tmp_path):
+    index, (amd, arm) = _annotated_index(tmp_path / "lay", "v1", ("linux/amd64", "linux/arm64"))
+    r = _ok(cli, "ingest", str(tmp_path / "lay"))
+    assert b"moved" not in r.stderr
+    rows = {i["id"]: i for i in _images(cli)}
+    assert set(rows) == {amd, arm}
+    assert [rows[amd]["refs"], rows[arm]["refs"]] == [["lay:v1"], ["lay:v1"]]  # not lay:ubuntu, ubuntu:24.04
+    assert (rows[amd]["platform"], rows[arm]["platform"]) == ("linux/amd64", "linux/arm64")
+    assert _id_of(cli, "lay:v1", "--platform", "arm64") == b"linux/arm64 #1\n"
+    assert _id_of(cli, "lay:v1") == b"linux/amd64 #0\n"  # the host's (the CI machines are amd64)
+    # docker's digest reference: an index's digest is what docker would pull from it
+    assert _id_of(cli, f"lay@{index}") == b"linux/amd64 #0\n"
+    assert _id_of(cli, f"lay@{index}", "--platform", "linux/arm64") == b"linux/arm64 #1\n"
+    assert _id_of(cli, f"anything:v9@{arm}") == b"linux/arm64 #1\n"  # the digest decides
+    assert json.loads(_ok(cli, "inspect", f"lay@{arm}").stdout)["Id"] == arm  # the duckdb path too
+    assert json.loads(_ok(cli, "inspect", f"lay@{index}", "--platform", "arm64").stdout)["Id"] == arm
+    assert _refused(cli, "ubuntu:24.04").startswith("layerdb: error: no image matches 'ubuntu:24.04'")
+    assert _refused(cli, f"lay@{index}", "--platform", "s390x") == (
+        f"layerdb: error: no image matches 'lay@{index}' for platform linux/s390x; "
+        "present: linux/amd64, linux/arm64")
+    # a digest reference needs the whole digest, as docker's does
+    assert _refused(cli, f"lay@{arm[:20]}").startswith("layerdb: error: no image matches")
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    """Debian's docker-registry on 127.0.0.1, holding app/multi:v1: an index (pushed by
+    ``skopeo copy --all``) of an amd64 image and two arm64 images, children annotated as in
+    ``_annotated_index``."""
+    import registry_fixture as rf
+
+    if not rf.have_registry():
+        if os.environ.get("CI"):
+            pytest.fail("docker-registry is missing; scripts/setup.sh installs it")
+        pytest.skip("docker-registry and skopeo are needed")
+    work = tmp_path_factory.mktemp("names-registry")
+    index, children = _annotated_index(work / "multi", "v1", ("linux/amd64", "linux/arm64", "linux/arm64"))
+    reg = rf.Registry(work / "reg")
+    try:
+        reg.push(f"oci:{work / 'multi'}:v1", "app/multi:v1", "--all")
+        yield reg, index, children
+    finally:
+        reg.stop()
+
+
+def test_registry_index_children_are_named_as_asked(registry, cli, tmp_path):
+    from layerdb.ingest import ingest
+    from layerdb.sources import SourceOptions
+
+    reg, index, (amd, arm1, arm2) = registry
+    events: list[dict] = []
+    opts = SourceOptions(tls_verify=False, all_platforms=True, cache_dir=str(tmp_path / "json"))
+    rep = ingest([f"docker://{reg.host}/app/multi:v1"], catalog_root=str(cli.home), jobs=1,
+                 options=opts, progress=events.append)
+    assert not rep.failed, rep.failed[0].error
+    assert [e for e in events if e["event"] == "moved"] == []  # two arm64 children share the ref
+    ref = f"{reg.host}/app/multi:v1"
+    rows = {i["id"]: i for i in _images(cli)}
+    assert {k: v["refs"] for k, v in rows.items()} == {amd: [ref], arm1: [ref], arm2: [ref]}
+    assert {rows[k]["source"] for k in rows} == {f"docker://{reg.host}/app/multi@{index}"}
+    assert _id_of(cli, ref) == b"linux/amd64 #0\n"
+    assert _id_of(cli, f"{reg.host}/app/multi@{index}") == b"linux/amd64 #0\n"
+    assert _id_of(cli, f"{reg.host}/app/multi@{arm2}") == b"linux/arm64 #2\n"
+    # two images of one platform: told apart by id, never a silent pick
+    for asked, how in ((ref, "ref"), (f"{reg.host}/app/multi@{index}", "digest")):
+        line = _refused(cli, asked, "--platform", "arm64")
+        assert line.startswith(f"layerdb: error: 2 images match {asked} by {how}: "), line
+        assert f"(id {min(arm1, arm2)[7:19]}, " in line and f"(id {max(arm1, arm2)[7:19]}, " in line
+        assert line.count(f"{ref} (id ") == 2, line
+    unknown = f"{reg.host}/app/multi@sha256:{'0' * 64}"
+    assert _refused(cli, unknown) == f"layerdb: error: no image matches {unknown!r}"
+    # skopeo's copy of the index to an OCI layout, tagged v2: the same images, one more name
+    reg.pull("app/multi:v1", f"oci:{tmp_path / 'copy'}:v2", "--all")
+    r = _ok(cli, "ingest", str(tmp_path / "copy"))
+    assert b"moved" not in r.stderr
+    rows = {i["id"]: i for i in _images(cli)}
+    assert {k: v["refs"] for k, v in rows.items()} == {k: [ref, "copy:v2"] for k in (amd, arm1, arm2)}
+    assert _id_of(cli, "copy:v2", "--platform", "amd64") == b"linux/amd64 #0\n"
+
+
+def test_older_catalogs_bare_tag_is_spelled_out_by_a_reingest(archives, cli, monkeypatch):
+    """A catalog written before bare tags were qualified holds ``v1`` (made here by writing
+    the row as that writer did). Reading it changes nothing; re-ingesting the archive replaces
+    ``v1`` with ``alpha:v1`` in the one commit that records it, and says so once."""
+    import duckdb
+
+    from layerdb.catalog.layout import Layout
+    from layerdb.catalog.writer import refresh_lookup
+
+    _ok(cli, "ingest", str(archives["alpha"]))
+    [row] = _images(cli)
+    layout = Layout.at(str(cli.home))
+    con = duckdb.connect(layout.db)
+    con.execute("update image_refs set ref = 'v1'")
+    refresh_lookup(layout, con)  # closes it
+    before = _db_stat(cli.home)
+    assert _images(cli)[0]["refs"] == ["v1"]
+    assert _ok(cli, "extract", "--image", "v1", "--path", "/app/data").stdout == b"content A\n"
+    assert _db_stat(cli.home) == before  # a read qualifies nothing
+    # the rename is part of the commit: a commit that fails leaves the bare tag as it was
+    from layerdb.catalog import writer
+
+    real = writer._insert_image
+
+    def failing(*args):
+        real(*args)
+        raise duckdb.IOException("IO Error: disk went away")
+
+    monkeypatch.setattr(writer, "_insert_image", failing)
+    r = cli("ingest", "-q", str(archives["alpha"]))
+    assert r.returncode == 1 and b"disk went away" in r.stderr and len(r.stderr.splitlines()) == 1
+    monkeypatch.undo()
+    assert _images(cli)[0]["refs"] == ["v1"]
+    r = _ok(cli, "ingest", "-q", str(archives["alpha"]))
+    assert r.stderr.decode() == ""  # -q: the rename is not a retag; without -q it is said
+    assert _images(cli)[0]["refs"] == ["alpha:v1"]
+    con = duckdb.connect(layout.db)
+    con.execute("update image_refs set ref = 'v1'")
+    refresh_lookup(layout, con)
+    r = _ok(cli, "ingest", str(archives["alpha"]))
+    assert f"layerdb: ref v1 of {row['id'][:19]}… is now alpha:v1\n" in r.stderr.decode()
+    assert b"moved" not in r.stderr
+    assert [i["refs"] for i in _images(cli)] == [["alpha:v1"]]
+    assert _ok(cli, "extract", "--image", "v1", "--path", "/app/data").stdout == b"content A\n"  # by tag
+    before = _db_stat(cli.home)
+    r = _ok(cli, "ingest", str(archives["alpha"]))  # nothing left to do: the shortcut
+    assert b"is now" not in r.stderr and _db_stat(cli.home) == before
+
+
+def test_lookup_index_of_an_older_writer_is_rebuilt(cli, tmp_path):
+    """lookup.sqlite without ``index_digest`` (written before digest references): a reader
+    rebuilds it rather than failing, and the digest reference finds the index's image."""
+    import sqlite3
+
+    index, (amd, _arm) = _annotated_index(tmp_path / "lay", "v1", ("linux/amd64", "linux/arm64"))
+    _ok(cli, "ingest", "-q", str(tmp_path / "lay"))
+    lookup = cli.home / "lookup.sqlite"
+    con = sqlite3.connect(lookup)
+    con.execute("alter table images drop column index_digest")
+    con.commit()
+    con.close()
+    assert _id_of(cli, f"lay@{index}", "--platform", "amd64") == b"linux/amd64 #0\n"
+    con = sqlite3.connect(lookup)
+    assert con.execute("select index_digest from images where id = ?", [amd]).fetchone() == (index,)
+    con.close()
+
+
+def test_new_refs_replace_bare_tags_written_in_full():
+    from layerdb.selection import new_refs, spelled_out
+
+    assert spelled_out(["v1", "alpha:v1", "latest", "x/y:latest", "v2"]) == {"v1": "alpha:v1", "latest": "x/y:latest"}
+    # an older catalog's bare tag: the archive's ingest adds alpha:v1 and drops v1
+    assert new_refs(["alpha:v1"], {"v1"}) == (["alpha:v1"], [("v1", "alpha:v1")])
+    # a tag from stdin is not added beside the full ref the image holds: nothing to do
+    assert new_refs(["v1"], {"alpha:v1"}) == ([], [])
+    assert new_refs(["docker.io/library/app:v1"], {"app:v1"}) == ([], [])
+    assert new_refs(["v1"], set()) == (["v1"], [])
+    assert new_refs(["example.com/app:v2"], {"v1"}) == (["example.com/app:v2"], [])
+
+
+def test_digest_reference_selects_the_manifest_or_the_index_children():
+    idx = "sha256:" + "9" * 64
+    amd = _row("a", ["app:v1"], "c")
+    arm = _row("b", ["app:v1"], "d", "linux/arm64")
+    other = _row("e", ["other:v1"], "f")
+    amd, arm = (ImageRow(**{**r.__dict__, "index_digest": idx}) for r in (amd, arm))
+    rows = [amd, arm, other]
+    assert matching(rows, f"app@{idx}") == ("digest", [amd, arm])
+    assert choose_image(rows, f"app@{idx}", None) == amd  # the host's platform
+    assert choose_image(rows, f"app@{idx}", "arm64") == arm
+    assert choose_image(rows, f"app:v1@{other.id}", None) == other
+    assert choose_image(rows, other.id, None) == other and choose_image(rows, "eeee", None) == other
+    assert matching(rows, idx) == ("", [])  # an index digest alone is no image id
+    with pytest.raises(ImageNotFound, match=r"^2 images match app@sha256:9{64} by digest: app:v1 \(id a{12}, "
+                       r"config c{12}, linux/amd64\), app:v1 \(id b{12}, config d{12}, linux/arm64\); name one"):
+        choose_image([amd, arm], f"app@{idx}", "linux")

@@ -118,6 +118,12 @@ def ingest(paths: tuple[str, ...], jobs: int | None, quiet: bool, verify: bool, 
             olds = ", ".join(f"{o[:19]}…" for o in ev["from"])
             line = f"ref {ev['ref']} moved from {olds} to {ev['to'][:19]}…"
             click.echo(f"layerdb: {error_line(line)}", err=True)
+        elif ev["event"] == "renamed":  # an older catalog's bare tag, now ARCHIVE:TAG
+            if not quiet:
+                from .errors import error_line
+
+                line = f"ref {ev['ref']} of {ev['image'][:19]}… is now {ev['to']}"
+                click.echo(f"layerdb: {error_line(line)}", err=True)
         elif progress is not None:
             progress(ev)
 
@@ -192,7 +198,8 @@ def images(fmt: str, catalog: str | None) -> None:
 
     id is the manifest digest (layerdb's image id); config_digest is docker's IMAGE ID.
     Twins (one image saved as docker-archive and as OCI) are two rows with one
-    config_digest; --image takes either digest, a ref, a repository or a tag.
+    config_digest; --image takes either digest, a ref, a repository or a tag, or a
+    digest reference as docker's (repo@sha256:<64 hex>: that manifest, or that index's images).
 
     \b
     Examples:

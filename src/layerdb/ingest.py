@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from .compression import open_decompressed
 from .digest import Digest, HashingReader
 from .errors import CorruptLayer, DigestMismatch, LayerdbError, NoSpace, SourceError, is_disk_full
-from .model import LAYER_TYPES, Blob, Image, LayerRef, familiar_ref
+from .model import LAYER_TYPES, Blob, Image, LayerRef
 from .processes import pid_alive
 from .sources import FileSegment, SourceOptions, expand, is_stream, open_source, recorded_source
 from .store import LayerWriter
@@ -444,8 +444,10 @@ def _all_known(plans: list[_Plan], layout: Any) -> bool:
         refs, blobs = idx.known()
     finally:
         idx.close()
+    from .selection import new_refs
+
     for img in (i for p in plans for i in p.images):
-        if str(img.id) not in refs or {familiar_ref(r) for r in img.refs} - refs[str(img.id)]:
+        if str(img.id) not in refs or new_refs(img.refs, refs[str(img.id)]) != ([], []):
             return False
         if any(l.digest is not None and str(l.digest) not in blobs for l in img.layers):
             return False
@@ -734,9 +736,14 @@ class _Run:
             self.emit({"event": "error", "path": plan.res.path, "error": str(e)})
             return
         res = plan.res
-        for ref, to in dict.fromkeys((m.ref, m.new_id) for m in moves):  # a retag: one line each
+        retags = [m for m in moves if not m.renamed_to]
+        for ref, to in dict.fromkeys((m.ref, m.new_id) for m in retags):  # a retag: one line each
             self.emit({"event": "moved", "path": res.path, "ref": ref, "to": to,
-                       "from": [m.old_id for m in moves if (m.ref, m.new_id) == (ref, to)]})
+                       "from": [m.old_id for m in retags if (m.ref, m.new_id) == (ref, to)]})
+        for m in moves:
+            if m.renamed_to:  # an older catalog's bare tag, now written in full
+                self.emit({"event": "renamed", "path": res.path, "ref": m.ref, "image": m.new_id,
+                           "to": m.renamed_to})
         res.new_images = len({str(i.id) for i in images} - self.known.images)
         fresh = [s for s in new if str(s.diff_id) not in self.known.layers]
         res.new_layers = len(fresh)

@@ -8,7 +8,11 @@ What ``--image X`` matches, in this order (the first kind that matches anything 
 1. a ref (``repo:tag``; ``repo`` alone means ``repo:latest``; docker's defaults filled in:
    ``docker.io/library/x:t`` is ``x:t``);
 2. a digest: an image id (manifest digest) or a config digest (docker's IMAGE ID), full or a
-   prefix of at least 4 hex digits, with or without ``sha256:``;
+   prefix of at least 4 hex digits, with or without ``sha256:``; or a digest reference as
+   docker takes it, ``repo@sha256:<64 hex>`` (``repo:tag@...`` too): the image whose manifest
+   digest that is, or, for an index's digest, that index's images (``--platform`` and the
+   host's platform then choose among them, as ``docker pull`` would). Its repository is not
+   checked: the digest names the content, whatever name it was ingested under;
 3. a repository name without a tag (``app`` names ``app:v1`` when no ``app:latest`` exists);
 4. a tag alone (``v1`` names ``app:v1``).
 
@@ -20,7 +24,7 @@ each other (after ``--platform``, or the host's platform when that leaves one) a
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from .errors import ImageNotFound
@@ -38,6 +42,7 @@ class ImageRow:
     working_dir: str
     env: list[str]
     config_digest: str = ""
+    index_digest: str = ""  # the index the image was found through ("" when none)
 
 
 _HEX = frozenset("0123456789abcdef")
@@ -48,6 +53,16 @@ def _hex_prefix(text: str) -> str | None:
     None when it is not one (fewer than 4 hex digits, more than 64, anything else)."""
     h = text[7:] if text.startswith("sha256:") else text
     return h if 4 <= len(h) <= 64 and set(h) <= _HEX else None
+
+
+def digest_of_reference(text: str) -> str | None:
+    """``sha256:<64 hex>`` of a docker digest reference (``repo@sha256:...``,
+    ``repo:tag@sha256:...``), or None when ``text`` is not one."""
+    name, at, digest = text.partition("@")
+    if not (at and name) or not digest.startswith("sha256:"):
+        return None
+    h = digest[7:]
+    return digest if len(h) == 64 and set(h) <= _HEX else None
 
 
 def repository(ref: str) -> str:
@@ -66,6 +81,38 @@ def _tag(ref: str) -> str:
     return last.split(":", 1)[1] if ":" in last else ""
 
 
+def spelled_out(refs: Iterable[str]) -> dict[str, str]:
+    """The bare tags among an image's ``refs`` that another of them writes in full, each with
+    the first such ref: ``{"v1": "alpha:v1"}``. The full ref replaces the bare one: a catalog
+    written before bare tags were qualified (``ARCHIVE:TAG``), or a tag read from stdin, holds
+    ``v1``; an ingest that names the image ``alpha:v1`` keeps that alone (``--image v1`` still
+    finds it, by tag)."""
+    refs = list(refs)
+    full = [r for r in refs if not _bare(r)]
+    out: dict[str, str] = {}
+    for r in refs:
+        if _bare(r) and r not in out:
+            to = next((f for f in full if _tag(f) == r), None)
+            if to is not None:
+                out[r] = to
+    return out
+
+
+def new_refs(brought: Sequence[str], held: set[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """What an ingest that gives an image the refs ``brought`` changes for it, when the catalog
+    holds ``held`` (familiar forms, as ``image_refs`` stores them): the refs to add, and the
+    held bare tags that a ref now writes in full, each with it (``("v1", "alpha:v1")``, see
+    ``spelled_out``). A bare tag is never added beside its full form."""
+    refs = list(dict.fromkeys(familiar_ref(r) for r in brought))
+    full = spelled_out([*refs, *sorted(held)])
+    return ([r for r in refs if r not in held and r not in full],
+            [(b, full[b]) for b in sorted(held) if b in full])
+
+
+def _bare(ref: str) -> bool:
+    return bool(ref) and not any(c in ref for c in "/:@")
+
+
 def _names(how: str, asked: str, ref: str) -> bool:
     """Whether ``ref`` (one of an image's refs) is named by ``asked`` the ``how`` way."""
     if how == "ref":
@@ -80,9 +127,12 @@ def matching(rows: Sequence[ImageRow], ref: str) -> tuple[str, list[ImageRow]]:
     first of those that names any; see the module's docstring). ``("", [])`` when none."""
     ref = ref.strip()
     hexpart = _hex_prefix(ref)
+    pinned = digest_of_reference(ref)
     bare = bool(ref) and "@" not in ref and ":" not in ref.rsplit("/", 1)[-1]
     for how in ("ref", "digest", "repository", "tag"):
-        if how == "digest":
+        if how == "digest" and pinned is not None:  # repo@sha256:...: a manifest or an index
+            found = [r for r in rows if pinned in (r.id, r.index_digest)]
+        elif how == "digest":
             if hexpart is None:
                 continue
             found = [r for r in rows if r.id[7:].startswith(hexpart)

@@ -386,10 +386,10 @@ class Catalog:
 
 def image_rows(con: duckdb.DuckDBPyConnection) -> list[ImageRow]:
     rows = con.execute(
-        "select id, name, refs, platform, entrypoint, cmd, working_dir, env, config_digest "
-        "from images order by id").fetchall()
+        "select id, name, refs, platform, entrypoint, cmd, working_dir, env, config_digest, "
+        "index_digest from images order by id").fetchall()
     return [ImageRow(r[0], r[1], list(r[2] or []), r[3], list(r[4] or []), list(r[5] or []),
-                     r[6] or "", list(r[7] or []), r[8] or "") for r in rows]
+                     r[6] or "", list(r[7] or []), r[8] or "", r[9] or "") for r in rows]
 
 
 def _reader(path: str) -> str:

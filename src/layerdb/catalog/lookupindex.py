@@ -22,7 +22,7 @@ from .layout import FORMAT_VERSION, Layout
 SCHEMA = """
 create table images (
   id text primary key, name text, refs text, platform text, entrypoint text, cmd text,
-  working_dir text, env text, config_digest text, layers text);
+  working_dir text, env text, config_digest text, layers text, index_digest text);
 create table blobs (digest text primary key);
 create table meta (format integer, db_stamp text);
 """
@@ -44,14 +44,20 @@ class LookupIndex:
 
     @classmethod
     def open(cls, layout: Layout) -> LookupIndex | None:
-        """The index, or None when it is missing, unreadable, of another format, or does not
-        describe the catalog database as it is now."""
+        """The index, or None when it is missing, unreadable, of another format (an older
+        layerdb's, without ``index_digest``), or does not describe the catalog database as it
+        is now."""
         if not os.path.exists(layout.lookup):
             return None
         try:
             con = sqlite3.connect(f"file:{layout.lookup}?mode=ro", uri=True)
-            row = con.execute("select format, db_stamp from meta").fetchone()
         except sqlite3.Error:
+            return None
+        try:
+            row = con.execute("select format, db_stamp from meta").fetchone()
+            con.execute("select index_digest from images limit 0")  # absent: an older writer's
+        except sqlite3.Error:
+            con.close()
             return None
         if not row or row[0] != FORMAT_VERSION or row[1] != db_stamp(layout):
             con.close()
@@ -63,10 +69,10 @@ class LookupIndex:
 
     def images(self) -> list[ImageRow]:
         rows = self.con.execute(
-            "select id, name, refs, platform, entrypoint, cmd, working_dir, env, config_digest "
-            "from images order by id").fetchall()
+            "select id, name, refs, platform, entrypoint, cmd, working_dir, env, config_digest, "
+            "index_digest from images order by id").fetchall()
         return [ImageRow(r[0], r[1], json.loads(r[2]), r[3], json.loads(r[4]), json.loads(r[5]),
-                         r[6], json.loads(r[7]), r[8]) for r in rows]
+                         r[6], json.loads(r[7]), r[8], r[9] or "") for r in rows]
 
     def layers_of(self, image_id: str) -> list[str] | None:
         row = self.con.execute("select layers from images where id = ?", [image_id]).fetchone()
@@ -97,10 +103,10 @@ def write(layout: Layout, images: Iterable[tuple[ImageRow, list[str]]],
             con.execute("insert into meta values (?, ?)", [FORMAT_VERSION, db_stamp(layout)])
             con.executemany("insert or ignore into blobs values (?)", ((d,) for d in blob_digests))
             con.executemany(
-                "insert into images values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "insert into images values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(i.id, i.name, json.dumps(i.refs), i.platform, json.dumps(i.entrypoint),
                   json.dumps(i.cmd), i.working_dir, json.dumps(i.env), i.config_digest,
-                  json.dumps(layers)) for i, layers in images])
+                  json.dumps(layers), i.index_digest) for i, layers in images])
     finally:
         con.close()
     os.replace(tmp, layout.lookup)

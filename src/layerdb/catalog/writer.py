@@ -26,7 +26,7 @@ import duckdb
 from ..digest import Digest
 from ..errors import CatalogError
 from ..model import Image, familiar_ref
-from ..selection import ImageRow
+from ..selection import ImageRow, new_refs
 from ..store import BlobStore
 from . import lookupindex
 from .db import TABLES, VIEWS, BlobRecord, check_format, connect, image_rows
@@ -71,11 +71,14 @@ class StagedArchive:
 
 @dataclass(frozen=True)
 class RefMove:
-    """A ref that named ``old_id`` and names ``new_id`` since this commit (a retag)."""
+    """A ref that named ``old_id`` and names ``new_id`` since this commit (a retag); or, with
+    ``renamed_to``, a bare tag of an older catalog that image ``new_id`` (= ``old_id``) now
+    holds written in full (``v1`` -> ``alpha:v1``, see ``selection.spelled_out``)."""
 
     ref: str
     old_id: str
     new_id: str
+    renamed_to: str = ""
 
 
 @dataclass
@@ -94,7 +97,7 @@ class Known:
                 return False
             if any(l.digest is not None and str(l.digest) not in self.blobs for l in img.layers):
                 return False
-            if {familiar_ref(r) for r in img.refs} - self.refs.get(str(img.id), set()):
+            if new_refs(img.refs, self.refs.get(str(img.id), set())) != ([], []):
                 return False
         return True
 
@@ -208,8 +211,9 @@ class Writer:
                     con.execute(
                         "update layer_meta set compressed_size = least(coalesce(compressed_size, ?), ?) "
                         "where diff_id = ?", [b.size, b.size, str(b.diff_id)])
+                siblings = {str(si.image.id) for si in archive.images}
                 for si in archive.images:
-                    moves += _insert_image(con, si, sizes, archive.source)
+                    moves += _insert_image(con, si, sizes, archive.source, siblings)
                 con.execute("commit")
             except duckdb.Error as e:
                 with contextlib.suppress(duckdb.Error):
@@ -320,7 +324,8 @@ def _lock(layout: Layout, wait: float, on_wait: Callable[[str], None] | None) ->
 
 
 def _insert_image(con: duckdb.DuckDBPyConnection, si: StagedImage,
-                  sizes: dict[str, tuple[int, int]], source: str) -> list[RefMove]:
+                  sizes: dict[str, tuple[int, int]], source: str,
+                  siblings: set[str]) -> list[RefMove]:
     img = si.image
     cfg = img.config
     seq = con.execute("select nextval('ingest_seq')").fetchone()[0]  # type: ignore[index]
@@ -352,16 +357,27 @@ def _insert_image(con: duckdb.DuckDBPyConnection, si: StagedImage,
                  h.created_by if h else None, h.created if h else None,
                  h.comment if h else None])
     # a ref names one image per platform: the newest ingest takes it (a retag, returned as
-    # a move); twins (the same config digest: the same image in another form) share it
+    # a move); twins (the same config digest: the same image in another form) share it, and
+    # so do the images of one archive (an index's children of one platform, e.g. windows
+    # images of two OS versions: told apart by id, never one losing the ref to the other)
     p = img.platform
     moves: list[RefMove] = []
-    for ref in dict.fromkeys(familiar_ref(r) for r in img.refs):
+    held = {r[0] for r in con.execute("select ref from image_refs where image_id = ?",
+                                      [str(img.id)]).fetchall()}
+    refs, replaced = new_refs(img.refs, held)
+    for bare, full in replaced:  # an older catalog's bare tag (or stdin's), now in full
+        con.execute("delete from image_refs where ref = ? and image_id = ?", [bare, str(img.id)])
+        moves.append(RefMove(bare, str(img.id), str(img.id), renamed_to=full))
+    gone = {bare for bare, _ in replaced}
+    refs += [r for r in dict.fromkeys(familiar_ref(r) for r in img.refs) if r in held - gone]
+    for ref in refs:
         taken = [r[0] for r in con.execute(
             "select distinct image_id from image_refs where ref = ? and image_id in (select id "
             "from image_meta where os = ? and architecture = ? and variant = ? and id <> ? "
-            "and config_digest is distinct from ?) order by image_id",
+            "and config_digest is distinct from ? and not list_contains(?, id)) "
+            "order by image_id",
             [ref, p.os or cfg.os, p.architecture or cfg.architecture, p.variant or cfg.variant,
-             str(img.id), str(img.config_digest)]).fetchall()]
+             str(img.id), str(img.config_digest), sorted(siblings)]).fetchall()]
         if taken:
             con.execute("delete from image_refs where ref = ? and list_contains(?, image_id)",
                         [ref, taken])

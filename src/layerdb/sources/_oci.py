@@ -42,7 +42,9 @@ def walk_layout(files: Files, source: str) -> list[Image]:
     archive's name as ``NAME:v1``, see ``qualify_ref``; ``source`` is the path as given).
 
     Indexes are followed (nested ones too); every platform becomes its own ``Image`` with
-    ``index_digest`` set to the index blob the top-level ``index.json`` entry names; BuildKit
+    ``index_digest`` set to the index blob the top-level ``index.json`` entry names, and the
+    refs of that entry (a ref names one image per platform; annotations of an index blob's
+    children are not refs); BuildKit
     attestation manifests and non-image artifacts are skipped. A platform manifest missing from
     an index blob's children is skipped too (``docker save`` and ``skopeo`` keep an index but
     only the platforms they copied); a missing blob named by ``index.json`` itself, or any
@@ -137,8 +139,10 @@ class Walker:
             cdesc = parse_descriptor(child, f"{where}: manifests[{i}]")
             if is_attestation(cdesc) or not self.wanted(cdesc):
                 continue
-            count += self.visit(cdesc, refs + refs_from_annotations(cdesc.annotations),
-                                index_digest, depth + 1, top=False)
+            # a child is named by its index's refs only: ``ref.name`` and containerd's name
+            # are names where ``index.json`` gives them (the OCI image-layout spec) and mean
+            # nothing on an index blob's children (a registry has no index.json at all)
+            count += self.visit(cdesc, refs, index_digest, depth + 1, top=False)
         missing = [s for s in self.skipped[skipped_before:] if s.startswith("missing")]
         if count == 0 and missing:
             raise BlobNotFound(f"{where}: none of the manifests it lists is present")

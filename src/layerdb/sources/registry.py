@@ -787,7 +787,9 @@ class RegistrySource:
     def _images(self) -> Iterator[Image]:
         """Every image the reference names: one manifest, or the wanted platforms of an index
         (``--platform``, default the host's; ``--all-platforms``). ``Image.source`` is the
-        pinned ``docker://HOST/REPO@DIGEST`` of the manifest or index the reference named."""
+        pinned ``docker://HOST/REPO@DIGEST`` of the manifest or index the reference named; its
+        only ref is the one asked for, ``HOST/REPO:TAG`` (every platform of an index alike; none
+        for a reference by digest alone, which ``--image HOST/REPO@DIGEST`` names)."""
         ref = self.ref
         raw, media_type = self.manifest(str(ref.digest) if ref.digest else (ref.tag or "latest"),
                                         ref.digest)
