@@ -114,6 +114,92 @@ def test_no_report_restates_whiteout_rules() -> None:
     assert found and {n: w for n, w in found.items() if w} == {}
 
 
+def shared_runs(texts: dict[str, str], least: int = 8) -> list[tuple[str, str, int]]:
+    """(file, file, lines) for every two files sharing a run of ``least`` or more lines of SQL
+    (comments, blank lines and spacing aside): a block copied instead of included."""
+    def code(text: str) -> list[str]:
+        return [c for line in text.splitlines() if (c := " ".join(line.split("--", 1)[0].split()))]
+
+    found = []
+    names = sorted(texts)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            x, y = code(texts[a]), code(texts[b])
+            run = [0] * (len(y) + 1)
+            best = 0
+            for u in x:  # longest common run of lines, row by row
+                run = [0] + [run[j] + 1 if u == v else 0 for j, v in enumerate(y)]
+                best = max(best, *run)
+            if best >= least:
+                found.append((a, b, best))
+    return found
+
+
+def test_dives_accounting_is_written_once() -> None:
+    """dive's per-path accounting (images, members keyed by path, markers, what they delete,
+    the paths that can count twice and the leaves among them) is queries/_dive-accounting.sql
+    alone: efficiency and efficiency-paths include it, and no two query files share a block
+    (the security reports' 5-line union of hidden members is the longest shared run today)."""
+    d = reports.queries_dir()
+    fragment = (d / "_dive-accounting.sql").read_text()
+    body = "".join(line for line in fragment.splitlines(keepends=True) if not line.startswith("--"))
+    # the check catches the copy there was: the block in both reports
+    copied = shared_runs({"efficiency.sql": "with\n" + body + ",\nleaves as (select 1)",
+                          "efficiency-paths.sql": "with\n" + body + ",\ncontrib as (select 2)",
+                          "_dive-accounting.sql": fragment})
+    assert [(a, b) for a, b, n in copied if n >= 50] == [
+        ("_dive-accounting.sql", "efficiency-paths.sql"), ("_dive-accounting.sql", "efficiency.sql"),
+        ("efficiency-paths.sql", "efficiency.sql")]
+    assert shared_runs({"a.sql": "select 1\n" * 7, "b.sql": "select 1\n" * 7}) == []
+    assert shared_runs({p.name: p.read_text() for p in sorted(d.glob("*.sql"))}) == []
+    text = body.strip()
+    for name in ("efficiency", "efficiency-paths"):
+        r = reports.get_report(name)
+        assert "-- @include _dive-accounting: ims, m, hid, mk, gone, units, unit_size, multi, cand, parents\n" \
+            + text + ",\n" in r.body and r.body.count("unit_size as (") == 1, name
+        assert "cand as" not in (d / f"{name}.sql").read_text(), name
+    # a fragment is no report
+    assert "_dive-accounting" not in [r.name for r in reports.list_reports()]
+    with pytest.raises(ReportError, match=r"^no report named '_dive-accounting' \(reports: capabilities, "):
+        reports.get_report("_dive-accounting")
+
+
+def test_include_puts_the_fragment_in_the_report(cat: str, tmp_path: Path) -> None:
+    (tmp_path / "_two.sql").write_text("-- Two tables for the tests.\n"
+                                       "a as (select :x as v),  -- x from the report\n"
+                                       "b as (select v + 1 as w from a)\n")
+    rep = tmp_path / "r.sql"
+    rep.write_text("-- Uses _two.\n-- @param x 1\nwith\n-- @include _two: a, b\n"
+                   "c as (select w * :y as z from b)\nselect z from c\n")
+    r = reports.load(rep)
+    assert r.params == ("x", "y") and r.defaults == {"x": 1}
+    assert r.body == ("with\n-- @include _two: a, b\na as (select :x as v),  -- x from the report\n"
+                      "b as (select v + 1 as w from a),\nc as (select w * :y as z from b)\nselect z from c")
+    assert r.sql == "\n\n" + r.body.replace(":x", "$x").replace(":y", "$y")
+    from layerdb.catalog import Catalog
+
+    with Catalog(cat) as c:
+        assert c.query(r.sql, {"x": 4, "y": 10}) == (["z"], [(50,)])
+
+    def fails(text: str, fragment: str | None = None) -> str:
+        rep.write_text(text)
+        if fragment is not None:
+            (tmp_path / "_two.sql").write_text(fragment)
+        with pytest.raises(ReportError) as e:
+            reports.load(rep)
+        return str(e.value)
+
+    assert fails("-- R.\nwith\n-- @include _two: b, a\nselect 1") == \
+        f"{rep}:3: _two.sql defines a, b (the @include line lists b, a)"
+    assert fails("-- R.\nwith\n-- @include _none: a\nselect 1") == f"{rep}:3: no fragment _none.sql beside the report"
+    assert fails("-- R.\nwith\n-- @include efficiency: a\nselect 1").startswith(
+        f"{rep}:3: @include takes a fragment's name, which starts with _")
+    assert fails("-- R.\nwith\n-- @include _two: a\nselect 1", "-- @param z 1\na as (select :z)\n") == \
+        f"{tmp_path / '_two.sql'}: a fragment has no directives (its report has the parameters)"
+    assert fails("-- R.\nwith\n-- @include _two: a\nselect 1", "-- T.\na as (select 1)\n\n b as (select ')\n") == \
+        f"{tmp_path / '_two.sql'}:3: unterminated quote"
+
+
 def test_colon_after_a_name_number_or_bracket_is_a_slice_not_a_parameter() -> None:
     sql, names = reports._convert("select l[1:n], l[a:b], x[:y] from t where v = :v", "t")
     assert names == ["y", "v"]

@@ -6,6 +6,12 @@ with no ``@param`` line is required). In the SQL a parameter is written ``:NAME`
 parameter ``image`` is special: ``--image REF`` resolves REF to an image id and binds it
 (NULL means every image).
 
+A file whose name starts with ``_`` is not a report but a fragment several reports share: the
+common table expressions after its leading ``--`` lines. A report's line
+``-- @include _NAME: cte, cte, ...`` (inside its ``with``, the names in the order the fragment
+defines them) stands for ``queries/_NAME.sql``'s text and a comma; the report's ``body`` and
+``--sql`` carry the text in its place (DuckDB's line numbers past it count the fragment's lines).
+
 - ``list_reports()`` / ``get_report(name)`` / ``load(path)``: the ``Report`` values;
 - ``run_report(name, params)``: its (columns, rows) over the catalog;
 - ``inline_sql(name, params)``: a report's SQL with its parameters written in, ready for
@@ -27,6 +33,8 @@ from .errors import ReportError
 
 _PARAM = re.compile(r":([A-Za-z_][A-Za-z0-9_]*)")
 _DECL = re.compile(r"^--\s*@param\s+([A-Za-z_][A-Za-z0-9_]*)(?:\s+(.*))?$")
+_INCLUDE = re.compile(r"^--\s*@include\s+([^\s:]+)\s*:(.*)$")
+_CTE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s+as\s+(?:not\s+)?(?:materialized\s+)?\(", re.I)
 
 
 def queries_dir() -> Path:
@@ -132,11 +140,58 @@ def parse_value(text: str | None) -> Any:
     return t.strip("'\"")
 
 
-def load(path: Path) -> Report:
+def _read(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except OSError as e:
         raise ReportError(f"{path}: {e.strerror}") from e
+
+
+def _fragment(path: Path, line: int, name: str, listed: list[str]) -> tuple[str, str]:
+    """The text ``-- @include NAME: listed`` at ``path:line`` stands for: the common table
+    expressions of ``queries/NAME.sql`` (its leading ``--`` lines dropped) and a comma; and the
+    file's name, for errors."""
+    where = f"{path}:{line}"
+    if not re.fullmatch(r"_[A-Za-z0-9_-]+", name):
+        raise ReportError(f"{where}: @include takes a fragment's name, which starts with _ "
+                          f"(not {name!r})")
+    frag = path.parent / f"{name}.sql"
+    if not frag.is_file():
+        raise ReportError(f"{where}: no fragment {frag.name} beside the report")
+    lines = _read(frag).splitlines(keepends=True)
+    start = next((i for i, t in enumerate(lines) if not t.strip().startswith("--")), len(lines))
+    if any(t.strip().startswith("-- @") for t in lines[:start]) or \
+            any(_INCLUDE.match(t.strip()) for t in lines[start:]):
+        raise ReportError(f"{frag}: a fragment has no directives (its report has the parameters)")
+    text = "".join(lines[start:]).strip().rstrip(";").rstrip()
+    defined = [m.group(1) for t in text.splitlines() if (m := _CTE.match(t))]
+    if not defined:
+        raise ReportError(f"{frag}: a fragment is common table expressions (NAME as (...), ...)")
+    if listed != defined:
+        raise ReportError(f"{where}: {frag.name} defines {', '.join(defined)} "
+                          f"(the @include line lists {', '.join(listed) or 'none'})")
+    return text + ",\n", str(frag)
+
+
+def _pieces(body: str, path: Path, first_line: int) -> list[tuple[str, str]]:
+    """``body`` as (text, file) pieces, each ``-- @include`` line followed by its fragment."""
+    out: list[tuple[str, str]] = []
+    own: list[str] = []
+    for i, line in enumerate(body.splitlines(keepends=True)):
+        own.append(line)
+        m = _INCLUDE.match(line.strip())
+        if m:
+            listed = [n for n in re.split(r"[\s,]+", m.group(2)) if n]
+            frag, where = _fragment(path, first_line + i, m.group(1), listed)
+            out += [("".join(own), str(path)), (frag, where)]
+            own = []
+    if own or not out:
+        out.append(("".join(own), str(path)))
+    return out
+
+
+def load(path: Path) -> Report:
+    text = _read(path)
     help_lines: list[str] = []
     defaults: dict[str, Any] = {}
     body_start = 0
@@ -158,7 +213,13 @@ def load(path: Path) -> Report:
     body = "".join(lines[body_start:]).strip().rstrip(";")
     if not body:
         raise ReportError(f"{path}:{body_start + 1}: the report has no SQL")
-    sql, names = _convert(body, str(path))
+    sql, names = "", []
+    pieces = _pieces(body, path, body_start + 1)
+    for piece, where in pieces:  # a fragment's errors name the fragment
+        converted, found = _convert(piece, where)
+        sql += converted
+        names += [n for n in found if n not in names]
+    body = "".join(piece for piece, _ in pieces)
     # line numbers in errors count from the top of the file
     sql = "\n" * body_start + sql
     for d in defaults:
@@ -171,14 +232,18 @@ def load(path: Path) -> Report:
 
 
 def list_reports() -> list[Report]:
-    d = queries_dir()
-    return [load(p) for p in sorted(d.glob("*.sql"))]
+    return [load(p) for p in _report_files()]
+
+
+def _report_files() -> list[Path]:
+    """queries/*.sql but the fragments (``_NAME.sql``) reports include."""
+    return [p for p in sorted(queries_dir().glob("*.sql")) if not p.name.startswith("_")]
 
 
 def get_report(name: str) -> Report:
     p = queries_dir() / f"{name}.sql"
-    if not p.is_file():
-        names = ", ".join(r.stem for r in sorted(queries_dir().glob("*.sql")))
+    if name.startswith("_") or not p.is_file():
+        names = ", ".join(r.stem for r in _report_files())
         raise ReportError(f"no report named {name!r} (reports: {names})")
     return load(p)
 
