@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         results["re-ingest"] = measure([*layerdb, "ingest", "-q", str(layout)], env)
         print("re-ingest", results["re-ingest"], flush=True)
     if not only or "reports" in only:
-        names = sorted(p.stem for p in (HERE.parent / "queries").glob("*.sql"))
+        names = sorted(p.stem for p in (HERE.parent / "queries").glob("*.sql") if not p.stem.startswith("_"))
         for name in names:
             params = [x for k, v in REPORT_PARAMS.get(name, {}).items() for x in ("-p", k, v)]
             results[f"report {name}"] = r = measure([*layerdb, "report", name, *params, "--format", "json"],
