@@ -249,9 +249,9 @@ def test_known_layers_are_not_read_again(tmp_path: Path, monkeypatch: pytest.Mon
     calls: list[str] = []
     real = layerdb.packages.scan.scan_layer
 
-    def counting(parquet: str, store: str, diff_id: Any, staging: str) -> str | None:
+    def counting(parquet: str, store: str, diff_id: Any, staging: str, *rest: Any) -> str | None:
         calls.append(str(diff_id))
-        return real(parquet, store, diff_id, staging)
+        return real(parquet, store, diff_id, staging, *rest)
 
     monkeypatch.setattr(layerdb.packages.scan, "scan_layer", counting)
     base = f.Layer(BASE)

@@ -41,6 +41,9 @@ class _Peek(io.RawIOBase):
             b[:n] = self._head[:n]
             self._head = self._head[n:]
             return n
+        readinto = getattr(self._raw, "readinto", None)
+        if readinto is not None:  # straight into the caller's buffer: no copy
+            return readinto(b) or 0
         data = self._raw.read(len(b))
         n = len(data)
         b[:n] = data

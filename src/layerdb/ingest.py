@@ -14,6 +14,7 @@ Ingest itself writes no SQL: the ``catalog.writer.Writer`` does.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import concurrent.futures.process  # noqa: F401 - cf.process.BrokenProcessPool, also under -j 1
 import errno
 import multiprocessing
 import os
@@ -25,6 +26,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from .compression import open_decompressed
@@ -168,7 +170,8 @@ def read_layer(job: LayerJob) -> LayerResult:
     from .catalog import layerindex
     from .catalog.parquet import BackgroundWriter
     from .compression import NONE, decompressor, sniff
-    from .packages.scan import scan_layer
+    from .packages.scan import Candidates, scan_layer
+    from .settings import settings
     from .tarindex import SCHEMA, LayerStats, index_layer_deferred
 
     memory.use_system_allocator()
@@ -178,6 +181,7 @@ def read_layer(job: LayerJob) -> LayerResult:
     index_tmp = parquet_tmp[:-len(".parquet.tmp")] + ".idx.tmp"
     stats = LayerStats()
     index = layerindex.Builder(index_tmp)
+    cands = Candidates() if settings().packages else None
     sink: BackgroundWriter | None = None
     ahead: _Prefetch | None = None
     kind = "layer"
@@ -188,7 +192,7 @@ def read_layer(job: LayerJob) -> LayerResult:
             hashed = HashingReader(head, job.what, hashing=kind != NONE)
             stream = decompressor(kind, hashed)  # type: ignore[arg-type]
             ahead = _Prefetch(stream, writer.write, hashed.drain)
-            sink = BackgroundWriter(parquet_tmp, SCHEMA, also=index.add)
+            sink = BackgroundWriter(parquet_tmp, SCHEMA, also=partial(_also, index, cands))
             bad_input: tuple[type[BaseException], ...] = (LayerdbError, *_decode_errors())
             try:
                 for make in index_layer_deferred(ahead, str(job.diff_id), stats):  # type: ignore[arg-type]
@@ -210,7 +214,7 @@ def read_layer(job: LayerJob) -> LayerResult:
         if diff_id != job.diff_id:
             raise DigestMismatch(f"layer {job.diff_id}: uncompressed content hashes to {diff_id}")
         index.finish()
-        packages_tmp = scan_layer(parquet_tmp, writer.tmp_path, job.diff_id, job.staging)
+        packages_tmp = scan_layer(parquet_tmp, writer.tmp_path, job.diff_id, job.staging, cands)
     except LayerdbError as e:
         writer.abort()
         _unlink(parquet_tmp)
@@ -239,6 +243,13 @@ def read_layer(job: LayerJob) -> LayerResult:
         size=writer.size, stored_size=writer.stored_size, member_count=stats.members,
         file_bytes=stats.file_bytes, compression=kind, store_tmp=writer.tmp_path,
         parquet_tmp=parquet_tmp, index_tmp=index_tmp, packages_tmp=packages_tmp)
+
+
+def _also(index: Any, cands: Any, batch: Any) -> None:
+    """What else a layer's batches feed on the Parquet thread: its index, its package search."""
+    index.add(batch)
+    if cands is not None:
+        cands.add(batch)
 
 
 def _check_blob(job: LayerJob, size: int, digest: Digest) -> None:

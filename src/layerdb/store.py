@@ -68,10 +68,16 @@ class LayerWriter:
         self._local = threading.local()
 
     def write(self, data: bytes) -> None:
+        """Append ``data`` (bytes: frames of it may be compressed later, on the helper thread)."""
         self.size += len(data)
         fs = self._frame_size
-        if not self._buf and len(data) == fs:  # the common case: whole frames, no copy
-            self._emit(data)
+        if not self._buf and len(data) % fs == 0:  # the common case: whole frames, no copy
+            if len(data) == fs:
+                self._emit(data)
+            else:
+                mv = memoryview(data)
+                for i in range(0, len(data), fs):
+                    self._emit(mv[i:i + fs])
             return
         buf = self._buf
         buf += data

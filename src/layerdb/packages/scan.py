@@ -16,6 +16,7 @@ import tempfile
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from ..digest import Digest
 from ..errors import StoreError
@@ -87,14 +88,17 @@ class _Member:
         return self.layer.iter_range(self.offset, n)
 
 
-def candidates(parquet_path: str) -> list[_Cand]:
-    """The members worth reading, from the layer's member Parquet (streamed by row group)."""
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
+class Candidates:
+    """The members worth reading, gathered from a layer's member batches as they come
+    (``add``; at ingest on the thread that writes them, so the Parquet is not read again),
+    then resolved (``result``)."""
 
-    found: dict[str, _Cand] = {}
-    pf = pq.ParquetFile(parquet_path)
-    for batch in pf.iter_batches(columns=_COLUMNS, batch_size=65536):
+    def __init__(self) -> None:
+        self._found: dict[str, _Cand] = {}
+
+    def add(self, batch: Any) -> None:
+        import pyarrow.compute as pc
+
         typ = batch.column("type")
         regular = pc.equal(typ, "file")
         link = pc.equal(typ, "hardlink")
@@ -105,26 +109,40 @@ def candidates(parquet_path: str) -> list[_Cand]:
                       pc.and_(execs, pc.or_(pc.and_(regular, big), link)))
         mask = pc.fill_null(mask, False)
         if not pc.any(mask).as_py():
-            continue
-        for r in batch.filter(mask).to_pylist():
+            return
+        found = self._found
+        for r in batch.select(list(_COLUMNS)).filter(mask).to_pylist():
             kind = next((k for k, rx in _DISPATCH if rx.search(r["path"])), "go")
             if kind == "go" and not (r["mode"] & 0o111):
                 continue
             found.pop(r["path"], None)  # the later member wins (and keeps member order)
             found[r["path"]] = _Cand(r["idx"], r["path"], kind, r["type"], r["size"] or 0,
                                      r["offset_data"] or 0, r["linkname"])
-    # a hard link reads its target's bytes when the target is an earlier member here
-    out = []
-    for c in found.values():
-        if c.type == "hardlink":
-            t = found.get(c.linkname or "")
-            if t is None or t.type != "file" or t.idx > c.idx:
-                continue
-            c.size, c.offset = t.size, t.offset
-            if c.kind == "go" and c.size < gobuildinfo.MIN_SIZE:
-                continue
-        out.append(c)
-    return out
+
+    def result(self) -> list[_Cand]:
+        # a hard link reads its target's bytes when the target is an earlier member here
+        found = self._found
+        out = []
+        for c in found.values():
+            if c.type == "hardlink":
+                t = found.get(c.linkname or "")
+                if t is None or t.type != "file" or t.idx > c.idx:
+                    continue
+                c.size, c.offset = t.size, t.offset
+                if c.kind == "go" and c.size < gobuildinfo.MIN_SIZE:
+                    continue
+            out.append(c)
+        return out
+
+
+def candidates(parquet_path: str) -> list[_Cand]:
+    """The members worth reading, from the layer's member Parquet (streamed by row group)."""
+    import pyarrow.parquet as pq
+
+    cands = Candidates()
+    for batch in pq.ParquetFile(parquet_path).iter_batches(columns=_COLUMNS, batch_size=65536):
+        cands.add(batch)
+    return cands.result()
 
 
 def _parsers(tmpdir: str) -> dict[str, Callable[[_Member], list[Package]]]:
@@ -141,9 +159,11 @@ def _parsers(tmpdir: str) -> dict[str, Callable[[_Member], list[Package]]]:
 
 
 def read_packages(parquet_path: str, store_path: str, diff_id: Digest,
-                  tmpdir: str | None = None) -> list[Package]:
-    """Every package record of one layer (its member Parquet and its cache file)."""
-    cands = candidates(parquet_path)
+                  tmpdir: str | None = None, cands: list[_Cand] | None = None) -> list[Package]:
+    """Every package record of one layer (its member Parquet and its cache file; ``cands``:
+    its candidates when already found)."""
+    if cands is None:
+        cands = candidates(parquet_path)
     if not cands:
         return []
     parsers = _parsers(tmpdir or tempfile.gettempdir())
@@ -159,7 +179,8 @@ def read_packages(parquet_path: str, store_path: str, diff_id: Digest,
     return out
 
 
-def scan_layer(parquet_path: str, store_path: str, diff_id: Digest, staging: str) -> str | None:
+def scan_layer(parquet_path: str, store_path: str, diff_id: Digest, staging: str,
+               cands: Candidates | None = None) -> str | None:
     """Find one layer's packages and write them, staged, to a Parquet file in ``staging``
     (schema ``catalog_sql.SCHEMA``); return its path, or None when the layer has none (or
     capture is off: ``LAYERDB_PACKAGES=0``). Runs in the ingest worker."""
@@ -167,7 +188,8 @@ def scan_layer(parquet_path: str, store_path: str, diff_id: Digest, staging: str
 
     if not settings().packages:
         return None
-    pkgs = read_packages(parquet_path, store_path, diff_id, staging)
+    pkgs = read_packages(parquet_path, store_path, diff_id, staging,
+                         None if cands is None else cands.result())
     if not pkgs:
         return None
     from .table import write_parquet
