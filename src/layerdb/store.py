@@ -89,7 +89,7 @@ class LayerWriter:
             mv.release()
             del buf[:n]
 
-    def _compress(self, chunk: bytes) -> bytes:
+    def _compress(self, chunk: bytes | memoryview) -> bytes:
         # runs on the helper thread, one frame at a time and in order, so hashing here
         # keeps the stream's order
         self._hash.update(chunk)
@@ -101,7 +101,7 @@ class LayerWriter:
                 level=self._level, write_content_size=True)
         return cctx.compress(chunk)
 
-    def _emit(self, chunk: bytes) -> None:
+    def _emit(self, chunk: bytes | memoryview) -> None:
         if self._pool is None:
             self._hash.update(chunk)
             comp = self._cctx.compress(chunk)
