@@ -257,6 +257,48 @@ def test_tarindex_agrees_with_tarfile(tmp_path_factory, entries, writer):
     _check_against_tarfile(data)
 
 
+@pytest.mark.parametrize("chunk", [1024, 4096, 1 << 22])
+def test_the_hot_path_follows_real_headers_only(monkeypatch, chunk):
+    """The hot path reads every block of its buffer as if it were a header and follows the
+    chain from the real ones: a file whose bytes are a tar is one member, members cut by the
+    ends of small reads come out whole, and members that leave the hot path (a space-padded
+    size, a PAX header, a hardlink to a name needing normalisation) are read the careful way
+    in the middle of a run."""
+    import layerdb.tarindex
+
+    inner = io.BytesIO()
+    with tarfile.open(fileobj=inner, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+        for i in range(60):
+            ti = tarfile.TarInfo(f"inner/x{i}")
+            ti.size = i
+            tf.addfile(ti, io.BytesIO(bytes([i]) * i))
+    outer = io.BytesIO()
+    with tarfile.open(fileobj=outer, mode="w", format=tarfile.GNU_FORMAT) as tf:
+        for i in range(40):
+            ti = tarfile.TarInfo(f"a/f{i}")
+            ti.size = 3 * i
+            tf.addfile(ti, io.BytesIO(b"abc" * i))
+        ti = tarfile.TarInfo("a/nested.tar")
+        ti.size = len(inner.getvalue())
+        tf.addfile(ti, io.BytesIO(inner.getvalue()))
+        for i in range(40, 80):
+            ti = tarfile.TarInfo(f"b/f{i}")
+            ti.size = 700 * (i % 3)
+            tf.addfile(ti, io.BytesIO(b"z" * ti.size))
+    body = outer.getvalue().rstrip(b"\0")
+    body += bytes(-len(body) % 512)
+    data = (body + _member(b"c/spaces", b"12345", size_field=b"          5\0")
+            + _pax({b"path": b"c/from-pax"}) + _member(b"c/ignored", b"pax")
+            + _member(b"c/after", b"x" * 600)
+            + _hdr(b"c/link", type=b"1", linkname=b"./a//f3") + _member(b"c/last", b"!") + END)
+    monkeypatch.setattr(layerdb.tarindex, "CHUNK", chunk)
+    rows = _check_against_tarfile(data)
+    assert [r["path"] for r in rows if r["path"].startswith(("/a/nested", "/inner"))] == ["/a/nested.tar"]
+    assert [r["path"] for r in rows[-5:]] == ["/c/spaces", "/c/from-pax", "/c/after", "/c/link", "/c/last"]
+    assert rows[-2]["linkname"] == "/a/f3"
+    assert len(rows) == 86
+
+
 # --------------------------------------------------------------------------------------------
 # Names
 # --------------------------------------------------------------------------------------------
