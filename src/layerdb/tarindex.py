@@ -574,7 +574,8 @@ def _fast_names(H: np.ndarray) -> tuple[pa.Array, int]:
     bad |= S[r, L] == 47  # ends in '/' (a name of '/' or ending in '//')
     good = int(bad.argmax()) if bad.any() else rows
     lengths = (L + 1).astype(np.int32)
-    offsets = np.zeros(rows + 1, np.int32)
+    offsets = np.empty(rows + 1, np.int32)
+    offsets[0] = 0
     np.cumsum(lengths, out=offsets[1:])
     data = S[keep]
     return pa.Array.from_buffers(pa.binary(), rows, [None, pa.py_buffer(offsets), pa.py_buffer(data)]), good
@@ -736,19 +737,21 @@ _NO_SHA = bytes(32)
 
 class _Plan:
     """Each 512-byte block of a buffer (from ``origin``) read as if it were a plain header:
-    ``nxt[k]`` is the block of the next header when block ``k`` is a plain ustar/GNU header
-    (a type in ``_FAST``, a name, no prefix, a size of 11 octal digits) whose data and
-    padding end inside the buffer, else -1; ``size`` its size field. The hot loop follows
-    ``nxt`` from a real header; what the other blocks hold does not matter."""
+    ``nxt[k]`` is the block of the next header when block ``k`` has a type in ``_FAST`` and
+    a size of 11 octal digits, and its data and padding end inside the buffer, else -1;
+    ``size`` its size field. The hot loop follows ``nxt`` from a real header (and checks the
+    rest of a plain header, a name and no prefix, on the run it took); what the other blocks
+    hold does not matter. Only bytes 124-160 of each block are read: one strided copy, as a
+    buffer just filled on another thread is mostly not in this core's cache."""
 
     __slots__ = ("buf", "origin", "blocks", "nxt", "size")
 
     def __init__(self, buf: bytes, origin: int, m: int) -> None:
         A = np.frombuffer(buf, np.uint8, count=m << 9, offset=origin).reshape(m, _BLOCK)
-        G = np.ascontiguousarray(A[:, 124:160])  # size, mtime, checksum, type: one strided copy
+        G = np.ascontiguousarray(A[:, 124:160])  # size, mtime, checksum, type
         t = G[:, 32]
         S = G[:, :11]
-        ok = _FAST_OF[t] & (A[:, 0] != 0) & (A[:, 345] == 0) & ((G[:, 11] & 0xDF) == 0)
+        ok = _FAST_OF[t] & ((G[:, 11] & 0xDF) == 0)
         ok &= ((S - np.uint8(48)) <= 7).all(axis=1)
         size = (S[:, 0] & np.uint8(7)).astype(np.int64)
         for j in range(1, 11):
@@ -836,6 +839,13 @@ class _Indexer:
             return
         I = np.array(chain, np.int64)  # noqa: E741 - block numbers of the headers, from origin
         H = plan.blocks[I]
+        plain = (H[:, 0] != 0) & (H[:, 345] == 0)  # a name (not a zero block), no prefix
+        if not plain[0]:
+            return
+        if not plain.all():
+            count = int(plain.argmin())
+            i = chain[count]
+            I, H = I[:count], H[:count]
         names, good = _fast_names(H)
         t = H[:, 156]
         linked = np.flatnonzero((t == 49) | (t == 50))  # hardlinks, symlinks
@@ -876,7 +886,8 @@ class _Indexer:
             if len(rows) == count:
                 digests = raw
             else:
-                D = np.zeros((count, 32), np.uint8)
+                D = np.empty((count, 32), np.uint8)
+                D[~data] = 0
                 D[rows] = np.frombuffer(raw, np.uint8).reshape(-1, 32)
                 digests = D.tobytes()
         row0 = len(b)
