@@ -19,23 +19,30 @@ time (wall seconds, peak RSS of the process tree), page cache warm, best of ``--
 * ``layerdb ingest -j 1`` and ``-j 2`` of ``oci-two`` (scaling with cores; its ratio column is
   against ``-j 1``).
 
-Ratios against the baseline of the same run are what count; the machine is shared and noisy.
-A run of 2026-12-03 (2 cores, the page cache cold for tar's first read, so tar -tvf took 6.5 s
-where a warm run takes ~3 s: compare the trees with each other first), baseline = main before
-this session's ingest work:
+Ratios against the baseline of the same run are what count; the machine is shared and noisy
+(its page cache is dropped now and then, so a run may start cold). Best of 3, 2026-12-03
+(2 cores, a slow phase of the machine: ``tar -tvf`` took 3.1 s where a quiet run takes 2.5 s),
+baseline = main at d82131a, before the hot path read whole buffers:
 
 | layer | what | baseline | this tree |
 |---|---|---:|---:|
-| plain | read_layer | 13.69 s, 789 MB | 8.99 s, 233 MB |
-| plain | ingest -j 1 | 18.01 s, 836 MB | 12.66 s, 387 MB |
-| gzip | read_layer | 13.41 s, 788 MB | 8.57 s, 232 MB |
-| gzip | ingest -j 1 | 16.52 s, 832 MB | 12.59 s, 388 MB |
-| two images | ingest -j 1 | 39.14 s | 22.94 s |
-| two images | ingest -j 2 | 17.05 s (0.44x of -j 1) | 16.75 s (0.73x of -j 1) |
+| plain | read_layer | 8.80 s, 231 MB (2.85x tar) | 5.79 s, 217 MB (1.88x) |
+| plain | ingest -j 1 | 10.66 s, 397 MB (3.46x) | 8.84 s, 354 MB (2.87x) |
+| gzip | read_layer | 7.90 s (1.40x tar -tzvf) | 5.46 s (0.97x) |
+| gzip | ingest -j 1 | 11.00 s, 405 MB (1.96x) | 6.57 s, 361 MB (1.17x) |
+| two images | ingest -j 1 | 25.60 s | 12.56 s |
+| two images | ingest -j 2 | 16.21 s | 13.03 s |
 
-``ingest -j 1`` now runs on about 1.5 cores (the blob is read, decompressed and hashed on one
+In a quieter run the same day, ``ingest -j 1`` of the plain layer took 6.09 s against 2.95 s
+for ``tar -tvf`` (2.06x; baseline 10.82 s, 3.67x) and of the gzip layer 7.16 s against 4.18 s
+(1.71x). Interleaved pairs (``farm-bench``, 4 pairs): this tree's ``ingest -j 1`` takes 0.76x
+the baseline's wall time and 0.77x its CPU time (11.9 s against 15.2 s of user + system), peak
+353 MB against 410 MB; ``-j 2`` of the two images takes 0.84x (0.77-0.92) of ``-j 1``.
+
+``ingest -j 1`` runs on about 1.4 cores (the blob is read, decompressed and hashed on one
 thread, the Parquet and layer index written on another, store frames compressed on a third),
-so ``-j 2`` adds less to it than before; the CPU time a member costs fell less than the wall time.
+so on 2 cores ``-j 2`` can add little to it: what it costs in CPU a member is what has to fall,
+and it fell by about a quarter.
 """
 from __future__ import annotations
 
