@@ -15,7 +15,7 @@ is refused here with ``CorruptLayer``: ``layer L: member N: problem``.
 
 Speed: most layers are many small members, so the hot path reads them a buffer at a time:
 every 512-byte block of the buffer is read at once (numpy) as if it were a plain header, which
-gives where the next header would be; following that chain from a real header costs a list
+gives where the next header would be; following that chain from a real header costs one
 lookup a member, and the files it passes are hashed in one comprehension. Names stay bytes
 until a batch becomes Arrow columns, and the numeric header fields of a whole batch
 (checksum, mode, ids, mtime, device numbers) are parsed and validated at once with numpy then.
@@ -808,7 +808,7 @@ class _Indexer:
         """The hot path: plain ustar/GNU members without extensions whose header, data and
         padding are all in the buffer. Where each block of the buffer would lead if it were
         such a header is worked out for the whole buffer at once (``_plan``); following that
-        chain from the current position costs one list lookup a member, and the files it
+        chain from the current position costs one lookup a member, and the files it
         passes are then hashed in one comprehension. The names, the other fields and the
         strict checks come vectorised afterwards (``_fast_names``, ``_Batch.validate``). A
         member whose name or hardlink target needs more than a leading ``/`` added and a
