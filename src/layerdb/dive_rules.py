@@ -192,24 +192,25 @@ def check_rules(summary: dict[str, Any], rules: Rules, dive: bool = False) -> li
         out.append(RuleResult(img, iid, rule, "FAIL" if failed else "PASS", value, threshold,
                               fail if failed else ok))
 
+    def skip(rule: str, value: Any) -> None:
+        out.append(RuleResult(img, iid, rule, "SKIP", value, None, "rule disabled"))
+
     if rules.lowest_efficiency is None:
-        out.append(RuleResult(img, iid, "lowest-efficiency", "SKIP", eff, None, "rule disabled"))
+        skip("lowest-efficiency", eff)
     else:
         t = rules.lowest_efficiency
         add("lowest-efficiency", eff < t, eff, t,
             f"image efficiency is too low (efficiency={eff:.6g} < threshold={t:g})",
             f"efficiency={eff:.6g} >= threshold={t:g}")
     if rules.highest_wasted_bytes is None:
-        out.append(RuleResult(img, iid, "highest-wasted-bytes", "SKIP", wasted, None,
-                              "rule disabled"))
+        skip("highest-wasted-bytes", wasted)
     else:
         t = rules.highest_wasted_bytes
         add("highest-wasted-bytes", wasted > t, wasted, t,
             f"too many bytes wasted (wasted-bytes={wasted} > threshold={t})",
             f"wasted-bytes={wasted} <= threshold={t}")
     if rules.highest_user_wasted_percent is None:
-        out.append(RuleResult(img, iid, "highest-user-wasted-percent", "SKIP", pct, None,
-                              "rule disabled"))
+        skip("highest-user-wasted-percent", pct)
     else:
         t = rules.highest_user_wasted_percent
         shown = "inf" if pct is None else f"{pct:.6g}"
