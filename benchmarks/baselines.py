@@ -77,7 +77,17 @@ def run_measured(cmd: list[str] | str, *, stdout: IO | int | None = subprocess.D
                  cwd: str | None = None, env: dict | None = None) -> tuple[float, int, int, str]:
     """Run cmd (a list, or a string for ``bash -c`` with pipefail) and time it.
 
-    Returns (wall seconds, peak RSS KiB of the process tree, exit code, stderr tail).
+    Returns (wall seconds, peak RSS KiB of the process tree, exit code, stderr tail)."""
+    dt, rss, rc, err, _ = run_measured_cpu(cmd, stdout=stdout, cwd=cwd, env=env)
+    return dt, rss, rc, err
+
+
+def run_measured_cpu(cmd: list[str] | str, *, stdout: IO | int | None = subprocess.DEVNULL,
+                     cwd: str | None = None,
+                     env: dict | None = None) -> tuple[float, int, int, str, float]:
+    """``run_measured``, and the CPU seconds (user + system) of every thread of the command and
+    of the descendants it waited for (not those of a process pool's forkserver, which nobody
+    waits for: use it on commands that do their work in their own process).
 
     Peak RSS comes from GNU time's ``%M`` (its wait4 on the command: the largest RSS of the
     command and every descendant it waited for). Not ``os.wait4`` from here: a child forked
@@ -105,7 +115,69 @@ def run_measured(cmd: list[str] | str, *, stdout: IO | int | None = subprocess.D
     errf.seek(0)
     err = errf.read()[-2000:].decode(errors="replace")
     errf.close()
-    return dt, rss, p.returncode, err
+    return dt, rss, p.returncode, err, ru.ru_utime + ru.ru_stime
+
+
+def _session_stats(sid: int) -> dict[int, tuple[int, float]]:
+    """(RSS bytes, CPU seconds so far) of every process in session ``sid``, by pid."""
+    page, tick = os.sysconf("SC_PAGE_SIZE"), os.sysconf("SC_CLK_TCK")
+    out = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            if int(fields[3]) != sid:  # fields[3]: session id; [11], [12]: utime, stime
+                continue
+            with open(f"/proc/{pid}/statm", "rb") as f:
+                rss = int(f.read().split()[1]) * page
+            out[int(pid)] = (rss, (int(fields[11]) + int(fields[12])) / tick)
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
+@dataclass
+class SessionRun:
+    seconds: float
+    peak_bytes: int  # the largest sum of RSS over the session's processes at one sample
+    cpu: float  # user + system seconds of the session's processes, as last sampled
+    rc: int
+    stdout_bytes: int
+    stderr: str
+
+
+def run_session(cmd: list[str], env: dict | None = None, every: float = 0.02) -> SessionRun:
+    """Run ``cmd`` in a session of its own and sample every process in it each ``every``
+    seconds: the summed RSS (its peak) and CPU time. Unlike ``run_measured`` this reaches
+    processes nobody waits for (a process pool's forkserver and its workers); a process's
+    CPU after its last sample (at most ``every`` seconds of it) is missed."""
+    import threading
+
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         start_new_session=True)
+    peak = 0
+    cpu: dict[int, float] = {}
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            stats = _session_stats(p.pid)
+            peak = max(peak, sum(rss for rss, _ in stats.values()))
+            cpu.update((pid, c) for pid, (_, c) in stats.items())
+            time.sleep(every)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    out, err = p.communicate()
+    seconds = time.monotonic() - t0
+    done.set()
+    th.join()
+    return SessionRun(seconds, peak, sum(cpu.values()), p.returncode, len(out),
+                      err.decode(errors="replace").strip())
 
 
 def _scratch(tmpdir: str | os.PathLike | None, prefix: str) -> Path:

@@ -11,7 +11,8 @@ more single. With 1M files: 5.1 GB of tar, 5M members, ~12M merged rows.
 
 Then, as processes: ``layerdb ingest -j JOBS`` of the layout into a fresh catalog, a no-op
 re-ingest, and every report (``layerdb report NAME --format json``). For each: wall seconds
-and the peak of the summed RSS of the process and all its children (sampled every 20 ms).
+the peak of the summed RSS of the process and all its children, and their CPU seconds
+(``baselines.run_session``: sampled every 20 ms).
 Results go to stdout and ``OUT/fleet_bench.json``. Generated data stays under OUT (not in git).
 """
 from __future__ import annotations
@@ -22,14 +23,13 @@ import json
 import os
 import random
 import shutil
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import baselines as B  # noqa: E402
 from corpus import _ustar  # noqa: E402 - the corpus's hand-rolled ustar header
 
 CREATED = "2023-11-14T22:13:20Z"
@@ -108,45 +108,11 @@ def build(out: Path, files: int) -> Path:
     return layout
 
 
-def _tree_rss(root: int) -> int:
-    """Summed RSS (bytes) of ``root`` and every process in its session."""
-    total = 0
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-            if int(fields[3]) != root and int(pid) != root:  # fields[3]: session id
-                continue
-            with open(f"/proc/{pid}/statm", "rb") as f:
-                total += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, IndexError, ValueError):
-            continue
-    return total
-
-
 def measure(cmd: list[str], env: dict[str, str]) -> dict:
-    t0 = time.monotonic()
-    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         start_new_session=True)
-    peak = 0
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, _tree_rss(p.pid))
-            time.sleep(0.02)
-
-    th = threading.Thread(target=sample, daemon=True)
-    th.start()
-    out, err = p.communicate()
-    done.set()
-    th.join()
-    return {"seconds": round(time.monotonic() - t0, 2), "peak_mb": round(peak / 1e6),
-            "rc": p.returncode, "stdout_bytes": len(out),
-            "error": err.decode(errors="replace").strip().splitlines()[-1:] if p.returncode else []}
+    r = B.run_session(cmd, env)
+    return {"seconds": round(r.seconds, 2), "peak_mb": round(r.peak_bytes / 1e6),
+            "cpu": round(r.cpu, 2), "rc": r.rc, "stdout_bytes": r.stdout_bytes,
+            "error": r.stderr.splitlines()[-1:] if r.rc else []}
 
 
 def main(argv: list[str] | None = None) -> int:
