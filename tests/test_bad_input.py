@@ -215,12 +215,19 @@ CONFIG_FIELDS = [
     ({"history": [{"empty_layer": "yes"}]}, "history[0].empty_layer is a string, not a boolean"),
     ({"history": ["x"]}, "history[0] is a string, not an object"),
     ({"rootfs": {"type": "layers", "diff_ids": [1]}}, "rootfs.diff_ids[0] is a number, not a string"),
+    # a malformed digest is named with where it is (it was a bare "invalid digest ..."), and
+    # a huge one is cut
+    ({"rootfs": {"type": "layers", "diff_ids": ["sha256:" + "0" * 64, "sha256:zz"]}},
+     "rootfs.diff_ids[1]: invalid digest 'sha256:zz'"),
+    ({"rootfs": {"type": "layers", "diff_ids": ["x" * 5000]}},
+     "rootfs.diff_ids[0]: invalid digest '" + "x" * 80 + "'... (5000 characters)"),
     ({"rootfs": []}, "rootfs is an array, not an object"),
     ({"os": 5}, "os is a number, not a string"),
 ]
 
 
-@pytest.mark.parametrize("extra,message", CONFIG_FIELDS, ids=[m.split(" is ")[0] for _, m in CONFIG_FIELDS])
+@pytest.mark.parametrize("extra,message", CONFIG_FIELDS,
+                         ids=[m.split(" is ")[0].split(":")[0] + str(i) for i, (_, m) in enumerate(CONFIG_FIELDS)])
 def test_config_field_of_the_wrong_type(extra, message):
     from layerdb.errors import SourceError
     from layerdb.model import parse_config

@@ -19,7 +19,9 @@ class Digest:
 
     def __post_init__(self) -> None:
         if not isinstance(self.value, str) or not _RE.match(self.value):
-            raise SourceError(f"invalid digest {self.value!r}")
+            v = self.value
+            shown = repr(v[:80]) + f"... ({len(v)} characters)" if isinstance(v, str) and len(v) > 80 else repr(v)
+            raise SourceError(f"invalid digest {shown}")
 
     @classmethod
     def parse(cls, text: str) -> Digest:

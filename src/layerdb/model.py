@@ -304,12 +304,12 @@ def parse_config(raw: bytes, where: str = "config") -> ImageConfig:
     for key in ("StopSignal", "Hostname", "Domainname"):
         t.text(cfg.get(key), f"config.{key}")
     rootfs = t.obj(doc.get("rootfs"), "rootfs")
-    try:
-        diff_ids = tuple(Digest.parse(d) for d in t.strs(rootfs.get("diff_ids"), "rootfs.diff_ids"))
-    except SourceError:
-        raise
-    except Exception as e:
-        raise SourceError(f"{where}: bad rootfs.diff_ids: {e}") from e
+    diff_ids = []
+    for i, d in enumerate(t.strs(rootfs.get("diff_ids"), "rootfs.diff_ids")):
+        try:
+            diff_ids.append(Digest.parse(d))
+        except SourceError as e:  # the digest names the value; this names where it is
+            raise SourceError(f"{where}: rootfs.diff_ids[{i}]: {e}") from None
     history = []
     hist = doc.get("history")
     if hist is not None and not isinstance(hist, list):
@@ -338,7 +338,7 @@ def parse_config(raw: bytes, where: str = "config") -> ImageConfig:
         env=t.strs(cfg.get("Env"), "config.Env"),
         user=t.text(cfg.get("User"), "config.User"),
         labels=tuple(sorted(labels.items())),
-        diff_ids=diff_ids,
+        diff_ids=tuple(diff_ids),
         history=tuple(history),
     )
 
