@@ -217,3 +217,21 @@ def test_helper_names_are_plain_names(bindir, tmp_path, entry):
         credentials(REF, SourceOptions(auth_file=cfg))
     assert str(e.value) == (f"{cfg}: credsStore for 127.0.0.1:5000: invalid credential helper "
                             f"name {str(entry)!r}")
+
+
+def test_a_helper_that_never_reads_stdin_still_answers(bindir):
+    prog = bindir / "docker-credential-deaf"
+    prog.write_text('#!/bin/sh\necho \'{"Username": "u", "Secret": "s"}\'\n')
+    prog.chmod(0o755)
+    for _ in range(20):  # exits before or after the URL is written: both are fine
+        assert credhelpers.run("deaf", HOST, "here") == ("u", "s")
+
+
+def test_a_helper_found_only_through_a_relative_path_entry_is_not_run(bindir, tmp_path, monkeypatch):
+    write_helper(tmp_path / "rel", "test", user="alice", secret=SECRET)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", f"rel{os.pathsep}{os.environ['PATH']}")
+    with pytest.raises(RegistryError) as e:
+        credhelpers.run("test", HOST, "here")
+    assert str(e.value) == "docker-credential-test: found only through a relative PATH entry, not run (here)"
+    assert calls(tmp_path / "rel", "test") == []

@@ -89,6 +89,8 @@ def run(name: str, url: str, where: str, timeout: float | None = None) -> tuple[
     path = shutil.which(prog)
     if path is None:
         raise RegistryError(f"{prog}: not found on PATH ({where})")
+    if not os.path.isabs(path):  # as Go's exec.LookPath (docker's): not from a relative entry
+        raise RegistryError(f"{prog}: found only through a relative PATH entry, not run ({where})")
     try:
         proc = subprocess.Popen([path, "get"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, start_new_session=True)
@@ -186,7 +188,10 @@ def _communicate(proc: subprocess.Popen[bytes], data: bytes, timeout: float
         raise
     finally:
         for f in (proc.stdin, proc.stdout, proc.stderr):
-            f.close()
+            try:
+                f.close()
+            except OSError:  # stdin's unflushed URL, when the helper never read it
+                pass
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
@@ -194,5 +199,5 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except OSError:
-        pass
+        proc.kill()
     proc.wait()

@@ -11,8 +11,10 @@ Protocol (distribution spec): ``GET /v2/`` tells the auth scheme; ``GET
 /v2/<name>/manifests/<ref>`` with every manifest type in ``Accept`` (schema 1 refused);
 ``GET /v2/<name>/blobs/<digest>`` may redirect to storage (``Authorization`` is dropped on
 another host); ``/v2/<name>/tags/list`` and ``/v2/_catalog`` paginate with ``Link``. Bearer
-tokens come from the ``WWW-Authenticate`` realm (anonymous, or with the credentials as basic
-auth); basic auth is sent when the registry asks for it. Connection errors, 5xx and 429 are
+tokens come from the ``WWW-Authenticate`` realm (anonymous, with the credentials as basic
+auth, or for an identity token by the OAuth2 ``refresh_token`` POST); basic auth is sent when
+the registry asks for it. Credentials: ``credentials()`` (``--creds``, auth files, and the
+docker credential helpers they name, run by ``credhelpers``). Connection errors, 5xx and 429 are
 retried with exponential backoff (``Retry-After`` honoured); a blob cut mid-transfer resumes
 with ``Range``. Every request loop is bounded.
 
