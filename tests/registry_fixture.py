@@ -1,7 +1,8 @@
 """A real registry for tests and benchmarks: Debian's ``docker-registry`` (distribution 2.8) on
 127.0.0.1 with a random port, a config written here and storage in a temporary directory;
 images pushed with ``skopeo copy``. And ``Proxy``, a small HTTP server in front of it (also on
-127.0.0.1) that can demand a bearer token (with its own token endpoint), cut a blob
+127.0.0.1) that can demand a bearer token (with its own token endpoint, which also takes
+OAuth2 refresh tokens by POST), cut a blob
 mid-transfer, serve wrong bytes, answer 429 first, redirect blobs to another host name, play
 dead, and logs every request. Only loopback addresses; every wait is bounded.
 """
@@ -16,6 +17,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -109,6 +111,7 @@ class Faults:
 
     bearer: bool = False  # demand a bearer token from our /token endpoint
     token_users: dict[str, str] | None = None  # basic creds the token endpoint wants (None: anyone)
+    refresh_tokens: set[str] = field(default_factory=set)  # accepted by POST /token (OAuth2 form)
     cut_blobs: int = 0  # this many blob responses (of cut_min bytes or more) stop half-way
     cut_min: int = 4096
     corrupt_blobs: bool = False  # flip a byte in every blob response
@@ -127,6 +130,7 @@ class Proxy:
     faults: Faults = field(default_factory=Faults)
     requests: list[tuple[str, str, int, dict[str, str]]] = field(default_factory=list)
     tokens: set[str] = field(default_factory=set)
+    token_forms: list[dict[str, str]] = field(default_factory=list)  # every POST /token's form
 
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
@@ -144,6 +148,9 @@ class Proxy:
 
             def do_GET(self) -> None:
                 proxy._handle(self, "GET")
+
+            def do_POST(self) -> None:
+                proxy._handle(self, "POST")
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
@@ -215,6 +222,18 @@ class Proxy:
         self._forward(h, method, path, is_blob)
 
     def _token(self, h: BaseHTTPRequestHandler, method: str) -> None:
+        if method == "POST":  # OAuth2: a refresh token traded for an access token
+            n = int(h.headers.get("Content-Length") or 0)
+            form = dict(urllib.parse.parse_qsl(h.rfile.read(min(n, 1 << 16)).decode()))
+            with self.lock:
+                self.token_forms.append(form)
+            if (form.get("grant_type") != "refresh_token"
+                    or form.get("refresh_token") not in self.faults.refresh_tokens):
+                return self._reply(h, method, 401, b'{"details":"bad refresh token"}')
+            token = f"tok-{len(self.tokens)}-{time.monotonic_ns()}"
+            self.tokens.add(token)
+            return self._reply(h, method, 200, json.dumps(
+                {"access_token": token, "expires_in": 300}).encode(), {"Content-Type": "application/json"})
         users = self.faults.token_users
         if users is not None:
             got = h.headers.get("Authorization", "")

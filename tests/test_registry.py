@@ -17,6 +17,7 @@ import pytest
 import registry_fixture as rf
 from catalog_snapshot import snapshot, tmp_is_clean
 from conformance import assert_valid_image
+from fake_helpers import calls, write_helper
 
 from layerdb.catalog import Catalog
 from layerdb.digest import Digest
@@ -187,39 +188,191 @@ def test_cached_layer_is_never_downloaded(reg, opts, proxy, tmp_path, umoci_imag
     assert len(blobs) == 1  # the config only (zstd blobs, but the diff_ids are cached)
 
 
-def test_basic_auth_htpasswd(umoci_images, tmp_path, opts, monkeypatch):
-    from dataclasses import replace
-
-    r = rf.Registry(tmp_path / "reg", htpasswd=(USER, PASSWORD))
+@pytest.fixture(scope="module")
+def private(umoci_images, tmp_path_factory):
+    """A second registry, with htpasswd basic auth (USER, PASSWORD): private/app:v1 and :v2
+    (one image)."""
+    r = rf.Registry(tmp_path_factory.mktemp("private") / "reg", htpasswd=(USER, PASSWORD))
     try:
-        r.push(f"oci:{umoci_images['oci-gzip']}:v1", "private/app:v1")
-        ref = f"docker://{r.host}/private/app:v1"
-        monkeypatch.setenv("HOME", str(tmp_path))  # no auth file of the machine's
-        monkeypatch.delenv("REGISTRY_AUTH_FILE", raising=False)
-        monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
-        monkeypatch.delenv("DOCKER_CONFIG", raising=False)
-        monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
-        rep = ingest([ref], catalog_root=str(tmp_path / "c0"), options=opts, jobs=1)
-        assert "authentication required" in str(rep.archives[0].error)
-        bad = ingest([ref], catalog_root=str(tmp_path / "c0"), options=replace(opts, creds=f"{USER}:nope"))
-        assert "authentication failed" in str(bad.archives[0].error)
-        assert not (tmp_path / "c0" / "catalog.duckdb").exists() or not _ids(tmp_path / "c0")
-        ok = ingest([ref], catalog_root=str(tmp_path / "c1"), jobs=2,
-                    options=replace(opts, creds=f"{USER}:{PASSWORD}"))
-        assert not ok.failed, ok.failed[0].error
-        auth = tmp_path / "auth.json"
-        token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-        auth.write_text(json.dumps({"auths": {r.host: {"auth": token}}}))
-        monkeypatch.setenv("REGISTRY_AUTH_FILE", str(auth))
-        ok2 = ingest([ref], catalog_root=str(tmp_path / "c2"), jobs=2, options=opts)
-        assert not ok2.failed, ok2.failed[0].error
-        assert _fs(tmp_path / "c1") == _fs(tmp_path / "c2")
-        # credentials are never stored in the catalog
-        for p in (tmp_path / "c1").rglob("*"):
-            if p.is_file():
-                assert PASSWORD.encode() not in p.read_bytes() and token.encode() not in p.read_bytes()
+        for tag in ("v1", "v2"):
+            r.push(f"oci:{umoci_images['oci-gzip']}:v1", f"private/app:{tag}")
+        yield r
     finally:
         r.stop()
+
+
+@pytest.fixture()
+def bindir(tmp_path, monkeypatch):
+    """No auth file of the machine's is read, no cache of the machine's used (settings read
+    again); returns a directory first on PATH, for fake credential helpers."""
+    from layerdb.settings import settings
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for var in ("REGISTRY_AUTH_FILE", "XDG_RUNTIME_DIR", "DOCKER_CONFIG", "XDG_CONFIG_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("LAYERDB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("LAYERDB_REGISTRY_RETRIES", "2")
+    monkeypatch.setenv("LAYERDB_REGISTRY_BACKOFF", "0.05")
+    d = tmp_path / "bin"
+    d.mkdir()
+    monkeypatch.setenv("PATH", f"{d}{os.pathsep}{os.environ['PATH']}")
+    settings.cache_clear()
+    yield d
+    settings.cache_clear()
+
+
+def _b64(user, password):
+    return base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def _cli(*args):
+    """``layerdb ingest -q -j 1 ARGS`` in this process (fake helpers' timeouts can be
+    shortened): (exit code, stdout, stderr)."""
+    from click.testing import CliRunner
+
+    from layerdb.cli import cli
+
+    res = CliRunner().invoke(cli, ["ingest", "-q", "-j", "1", "--tls-verify=false", *args])
+    assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
+    return res.exit_code, res.stdout, res.stderr
+
+
+def test_basic_auth_htpasswd(private, tmp_path, opts, bindir, monkeypatch):
+    from dataclasses import replace
+
+    r = private
+    ref = f"docker://{r.host}/private/app:v1"
+    rep = ingest([ref], catalog_root=str(tmp_path / "c0"), options=opts, jobs=1)
+    assert "authentication required" in str(rep.archives[0].error)
+    bad = ingest([ref], catalog_root=str(tmp_path / "c0"), options=replace(opts, creds=f"{USER}:nope"))
+    assert "authentication failed" in str(bad.archives[0].error)
+    assert not (tmp_path / "c0" / "catalog.duckdb").exists() or not _ids(tmp_path / "c0")
+    ok = ingest([ref], catalog_root=str(tmp_path / "c1"), jobs=2,
+                options=replace(opts, creds=f"{USER}:{PASSWORD}"))
+    assert not ok.failed, ok.failed[0].error
+    auth = tmp_path / "auth.json"
+    token = _b64(USER, PASSWORD)
+    auth.write_text(json.dumps({"auths": {r.host: {"auth": token}}}))
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(auth))
+    ok2 = ingest([ref], catalog_root=str(tmp_path / "c2"), jobs=2, options=opts)
+    assert not ok2.failed, ok2.failed[0].error
+    assert _fs(tmp_path / "c1") == _fs(tmp_path / "c2")
+    # credentials are never stored in the catalog
+    for p in (tmp_path / "c1").rglob("*"):
+        if p.is_file():
+            assert PASSWORD.encode() not in p.read_bytes() and token.encode() not in p.read_bytes()
+
+
+def test_cred_helpers_and_store_authenticate(private, tmp_path, opts, bindir, monkeypatch, umoci_images):
+    from dataclasses import replace
+
+    refs = [f"docker://{private.host}/private/app:{t}" for t in ("v1", "v2")]
+    ok = ingest(refs[:1], catalog_root=str(tmp_path / "c1"), jobs=1,
+                options=replace(opts, creds=f"{USER}:{PASSWORD}"))
+    assert not ok.failed, ok.failed[0].error
+    write_helper(bindir, "test", user=USER, secret=PASSWORD)
+    write_helper(bindir, "store", user=USER, secret=PASSWORD)
+    docker = tmp_path / "docker"
+    docker.mkdir()
+    monkeypatch.setenv("DOCKER_CONFIG", str(docker))
+    # credHelpers beats the (wrong) auths entry and the store of the same file
+    (docker / "config.json").write_text(json.dumps({
+        "credHelpers": {private.host: "test"}, "credsStore": "store",
+        "auths": {private.host: {"auth": _b64(USER, "wrong")}}}))
+    rep = ingest(refs, catalog_root=str(tmp_path / "c2"), jobs=2, options=opts)
+    assert not rep.failed, rep.failed[0].error
+    assert calls(bindir, "test") == [{"argv": ["get"], "stdin": private.host}]  # once for both
+    assert calls(bindir, "store") == []
+    # the store alone (what docker login writes with one); a local archive asks nothing
+    (docker / "config.json").write_text(json.dumps({"auths": {private.host: {}}, "credsStore": "store"}))
+    rep = ingest([umoci_images["oci-archive"], refs[0]], catalog_root=str(tmp_path / "c3"), jobs=2,
+                 options=opts)
+    assert not rep.failed, rep.failed[0].error
+    assert calls(bindir, "store") == [{"argv": ["get"], "stdin": private.host}]
+    (img, _, _), = _ids(tmp_path / "c1")
+    assert [i for i, _, _ in _ids(tmp_path / "c2")] == [img]
+    assert _fs(tmp_path / "c1") == _fs(tmp_path / "c2") == _fs(tmp_path / "c3", img)
+    for p in (tmp_path / "c2").rglob("*"):
+        if p.is_file():
+            assert PASSWORD.encode() not in p.read_bytes()
+
+
+def test_helper_without_credentials_means_anonymous(private, tmp_path, bindir, monkeypatch):
+    write_helper(bindir, "test", "not-found")
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({"credHelpers": {private.host: "test"},
+                               "auths": {private.host: {"auth": _b64(USER, PASSWORD)}}}))
+    ref = f"docker://{private.host}/private/app:v1"
+    code, out, err = _cli("--authfile", str(cfg), "--catalog", str(tmp_path / "c"), ref)
+    assert (code, out, err) == (1, "", f"layerdb: error: {ref}: authentication required "
+                                       "(give --creds USER:PASS or log in: auth.json)\n")
+    assert calls(bindir, "test") == [{"argv": ["get"], "stdin": private.host}]
+
+
+@pytest.mark.parametrize("mode,msg", [
+    (None, "not found on PATH"),
+    ("fail", "failed (exit status 1): keychain is locked"),
+    ("garbled", "malformed answer: not JSON"),
+    ("huge", "answer larger than 65536 bytes"),
+    ("slow", "no answer within 0.5 s"),
+])
+def test_helper_failure_is_one_line_and_changes_nothing(private, tmp_path, bindir, monkeypatch,
+                                                       umoci_images, mode, msg):
+    from layerdb.sources import credhelpers
+
+    monkeypatch.setattr(credhelpers, "TIMEOUT", 0.5)
+    cat = tmp_path / "c"
+    ingest([umoci_images["oci-archive"]], catalog_root=str(cat), jobs=1)
+    before = snapshot(cat)
+    if mode:
+        write_helper(bindir, "test", mode, user=USER, secret=PASSWORD)
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({"credsStore": "test"}))
+    ref = f"docker://{private.host}/private/app:v1"
+    code, out, err = _cli("--authfile", str(cfg), "--catalog", str(cat), ref)
+    assert (code, out) == (1, "")
+    assert err == (f"layerdb: error: docker-credential-test: {msg} (credsStore for {private.host} "
+                   f"in {cfg})\n")
+    assert PASSWORD not in err and _b64(USER, PASSWORD) not in err
+    assert snapshot(cat) == before and tmp_is_clean(cat)
+
+
+def test_identity_token_is_traded_at_the_realm(reg, opts, proxy, tmp_path, bindir):
+    from dataclasses import replace
+
+    proxy.faults.bearer = True
+    proxy.faults.token_users = {}  # no username and password will do
+    proxy.faults.refresh_tokens = {"idtok-good"}
+    ref = f"docker://{proxy.host}/app/gzip:v1"
+    for name, secret in (("good", "idtok-good"), ("bad", "idtok-bad")):
+        write_helper(bindir, name, user="<token>", secret=secret)
+        (tmp_path / f"{name}.json").write_text(json.dumps({"credHelpers": {proxy.host: name}}))
+    rep = ingest([ref], catalog_root=str(tmp_path / "c1"), jobs=2,
+                 options=replace(opts, auth_file=str(tmp_path / "good.json")))
+    assert not rep.failed, rep.failed[0].error
+    assert proxy.token_forms and all(f == {
+        "grant_type": "refresh_token", "refresh_token": "idtok-good", "client_id": "layerdb",
+        "service": "test", "scope": "repository:app/gzip:pull"} for f in proxy.token_forms)
+    assert not [p for m, p, _, _ in proxy.requests if m == "GET" and p.startswith("/token")]
+    blob_gets = [(s, h) for m, p, s, h in proxy.requests if "/blobs/" in p and m == "GET"]
+    assert blob_gets and all(s == 200 and h["authorization"].startswith("Bearer ")
+                             for s, h in blob_gets)
+    bad = ingest([ref], catalog_root=str(tmp_path / "c2"), jobs=1,
+                 options=replace(opts, auth_file=str(tmp_path / "bad.json")))
+    assert str(bad.archives[0].error) == f"{ref}: authentication failed: the token service answered 401"
+    assert "idtok-bad" not in str(bad.archives[0].error)
+
+
+def test_identity_token_cannot_answer_basic_auth(private, opts, tmp_path, bindir):
+    from dataclasses import replace
+
+    write_helper(bindir, "tok", user="<token>", secret="idtok-x")
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({"credHelpers": {private.host: "tok"}}))
+    ref = f"docker://{private.host}/private/app:v1"
+    rep = ingest([ref], catalog_root=str(tmp_path / "c"), jobs=1, options=replace(opts, auth_file=str(cfg)))
+    assert str(rep.archives[0].error) == (f"{ref}: the registry asks for basic auth, which an "
+                                          "identity token (a credential helper's <token>) cannot answer")
 
 
 def test_bearer_token_realm(reg, opts, proxy, tmp_path):

@@ -65,8 +65,12 @@ def cli(ctx: click.Context, catalog: str | None) -> None:
 @click.option("--all-repositories", is_flag=True,
               help="docker://HOST: every tag of every repository of the registry.")
 @click.option("--creds", default=None, metavar="USER:PASS",
-              help="Registry credentials (else $REGISTRY_AUTH_FILE, auth.json, ~/.docker/config.json).")
-@click.option("--authfile", default=None, metavar="FILE", help="Registry credentials file (auth.json format).")
+              help="Registry credentials (else $REGISTRY_AUTH_FILE, auth.json, ~/.docker/config.json, "
+                   "with their credHelpers and credsStore run: docker-credential-NAME get, "
+                   "30 s at most).")
+@click.option("--authfile", default=None, metavar="FILE",
+              help="Registry credentials file (auth.json or config.json format; credHelpers and "
+                   "credsStore are run).")
 @click.option("--tls-verify", type=click.BOOL, default=True, metavar="BOOL",
               help="--tls-verify=false allows plain HTTP and unverified certificates.")
 @catalog_option
@@ -96,6 +100,7 @@ def ingest(paths: tuple[str, ...], jobs: int | None, quiet: bool, verify: bool, 
         most 100 levels; config fields must have their JSON types (Env an array of strings...)
       an archive compressed as a whole: decompressed (to a temporary file under the catalog)
         to at most 100x its size + 64 MiB; $LAYERDB_MAX_ARCHIVE_RATIO changes the 100
+      a credential helper (docker-credential-NAME): 30 s to answer, 64 KiB of output
 
     \b
     Examples:

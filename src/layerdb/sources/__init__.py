@@ -16,6 +16,7 @@ from typing import Protocol
 
 from ..errors import LayerdbError
 from ..model import Image, Platform
+from .credhelpers import HelperCache
 from .file_segment import FileSegment as FileSegment  # re-exported: the local Blob
 
 
@@ -50,7 +51,9 @@ class SourceOptions:
     ``cache_dir`` keeps verified manifests and configs by digest (None: no cache), so a re-scan
     costs only the requests for tags; ``retries`` attempts per request with exponential
     ``backoff`` seconds (doubling, ``Retry-After`` honoured), ``timeout`` seconds per socket
-    operation, ``page_size`` entries per tags/catalog page.
+    operation, ``page_size`` entries per tags/catalog page; ``helpers`` holds the answers of
+    credential helpers (``docker-credential-NAME``) run for these options, so each runs once
+    per registry (in memory only: not compared, printed or pickled).
 
     Streams (stdin, FIFOs): ``cached_blobs`` returns the blob digests whose layers the cache
     holds; such members of a stream are hashed as they pass but not spooled to disk.
@@ -68,6 +71,7 @@ class SourceOptions:
     backoff: float = 0.5
     timeout: float = 60.0
     page_size: int = 100
+    helpers: HelperCache = field(default_factory=HelperCache, compare=False, repr=False)
     cached_blobs: Callable[[], Collection[str]] | None = field(default=None, compare=False)
 
     @classmethod

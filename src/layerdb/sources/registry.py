@@ -11,8 +11,10 @@ Protocol (distribution spec): ``GET /v2/`` tells the auth scheme; ``GET
 /v2/<name>/manifests/<ref>`` with every manifest type in ``Accept`` (schema 1 refused);
 ``GET /v2/<name>/blobs/<digest>`` may redirect to storage (``Authorization`` is dropped on
 another host); ``/v2/<name>/tags/list`` and ``/v2/_catalog`` paginate with ``Link``. Bearer
-tokens come from the ``WWW-Authenticate`` realm (anonymous, or with the credentials as basic
-auth); basic auth is sent when the registry asks for it. Connection errors, 5xx and 429 are
+tokens come from the ``WWW-Authenticate`` realm (anonymous, with the credentials as basic
+auth, or for an identity token by the OAuth2 ``refresh_token`` POST); basic auth is sent when
+the registry asks for it. Credentials: ``credentials()`` (``--creds``, auth files, and the
+docker credential helpers they name, run by ``credhelpers``). Connection errors, 5xx and 429 are
 retried with exponential backoff (``Retry-After`` honoured); a blob cut mid-transfer resumes
 with ``Range``. Every request loop is bounded.
 
@@ -36,7 +38,7 @@ import tempfile
 import time
 import urllib.parse
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..digest import Digest
@@ -62,6 +64,7 @@ from ..model import (
 from . import SourceOptions
 from ._images import Descriptor, check_layer_type, layer_where, parse_json
 from ._oci import Walker
+from .credhelpers import TOKEN_USERNAME, check_name, server_url
 
 ACCEPT = ", ".join((OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST))
 SCHEMA1 = ("application/vnd.docker.distribution.manifest.v1+json",
@@ -164,11 +167,19 @@ class Endpoint:
 @dataclass(frozen=True)
 class Auth:
     """Credentials and the bearer token the main process got (a worker asks for a new one
-    when it has expired). Every field is left out of ``repr``: nothing prints a secret."""
+    when it has expired). ``identity_token``: an OAuth2 refresh token (a credential helper's
+    ``<token>`` answer) traded for bearer tokens at the realm, in place of username and
+    password. Every field is left out of ``repr``: nothing prints a secret."""
 
     username: str = field(default="", repr=False)
     password: str = field(default="", repr=False)
     token: str = field(default="", repr=False)
+    identity_token: str = field(default="", repr=False)
+
+    @property
+    def given(self) -> bool:
+        """Any credentials at all (else anonymous)."""
+        return bool(self.username or self.identity_token)
 
 
 @dataclass(frozen=True)
@@ -267,7 +278,8 @@ class Client:
             c.close()
         self._conns.clear()
 
-    def _send(self, method: str, url: str, headers: dict[str, str], pooled: bool
+    def _send(self, method: str, url: str, headers: dict[str, str], pooled: bool,
+              body: bytes | None = None
               ) -> tuple[http.client.HTTPResponse, http.client.HTTPConnection]:
         u = urllib.parse.urlsplit(url)
         if u.scheme not in ("http", "https") or not u.netloc:
@@ -280,7 +292,8 @@ class Client:
             conn = conn or self._connect(u.scheme, u.netloc)
             self.requests += 1
             try:
-                conn.request(method, path or "/", headers={"User-Agent": "layerdb", **headers})
+                conn.request(method, path or "/", body=body,
+                             headers={"User-Agent": "layerdb", **headers})
                 resp = conn.getresponse()
             except _TRANSPORT_ERRORS:
                 conn.close()
@@ -315,6 +328,9 @@ class Client:
         scheme, params = _parse_challenge(header or "")
         self._seed_token = ""
         if scheme == "basic":
+            if self.auth.identity_token:
+                raise RegistryError(f"{self.what}: the registry asks for basic auth, which an "
+                                    "identity token (a credential helper's <token>) cannot answer")
             if not self.auth.username:
                 raise RegistryError(f"{self.what}: authentication required "
                                     "(give --creds USER:PASS or log in: auth.json)")
@@ -327,18 +343,25 @@ class Client:
         query["scope"] = params.get("scope") or scope
         query = {k: v for k, v in query.items() if v}
         realm = params["realm"]
-        if (self.auth.username and self.endpoint.scheme == "https"
+        if (self.auth.given and self.endpoint.scheme == "https"
                 and urllib.parse.urlsplit(realm).scheme != "https"):
             raise RegistryError(f"{self.what}: refusing to send credentials to a token service "
                                 f"over plain HTTP ({_printable(realm)[:100]})")
-        url = realm + ("&" if "?" in realm else "?") + urllib.parse.urlencode(query)
-        headers = {}
-        if self.auth.username:
-            headers["Authorization"] = "Basic " + _b64(f"{self.auth.username}:{self.auth.password}")
-        status, body, _ = self._simple("GET", url, headers, what="token")
+        if self.auth.identity_token:  # OAuth2: the refresh token POSTed as a form (docker's way)
+            form = {**query, "client_id": "layerdb", "grant_type": "refresh_token",
+                    "refresh_token": self.auth.identity_token}
+            status, body, _ = self._simple(
+                "POST", realm, {"Content-Type": "application/x-www-form-urlencoded"}, what="token",
+                send=urllib.parse.urlencode(form).encode())
+        else:
+            url = realm + ("&" if "?" in realm else "?") + urllib.parse.urlencode(query)
+            headers = {}
+            if self.auth.username:
+                headers["Authorization"] = "Basic " + _b64(f"{self.auth.username}:{self.auth.password}")
+            status, body, _ = self._simple("GET", url, headers, what="token")
         if status in (401, 403):
             raise RegistryError(f"{self.what}: authentication failed: the token service "
-                                f"answered {status}" + ("" if self.auth.username else
+                                f"answered {status}" + ("" if self.auth.given else
                                                         " (give --creds USER:PASS)"))
         if status != 200:
             raise RegistryError(f"{self.what}: the token service answered {status}")
@@ -348,12 +371,13 @@ class Client:
             raise RegistryError(f"{self.what}: the token service sent no token")
         self._tokens[scope] = token
 
-    def _simple(self, method: str, url: str, headers: dict[str, str], what: str
-                ) -> tuple[int, bytes, http.client.HTTPResponse]:
-        """One request with retries but no auth handling; the body read whole (bounded)."""
+    def _simple(self, method: str, url: str, headers: dict[str, str], what: str,
+                send: bytes | None = None) -> tuple[int, bytes, http.client.HTTPResponse]:
+        """One request (with ``send`` as its body) with retries but no auth handling; the
+        answer's body read whole (bounded)."""
         for attempt in range(self.retry.attempts):
             try:
-                resp, conn = self._send(method, url, headers, pooled=True)
+                resp, conn = self._send(method, url, headers, pooled=True, body=send)
                 body = _read_bounded(resp, MAX_DOCUMENT, f"{self.what}: {what}")
             except _TRANSPORT_ERRORS as e:
                 if attempt + 1 >= self.retry.attempts or _fatal(e):
@@ -458,7 +482,7 @@ class Client:
         msg = f"{self.what}: {what}: "
         if status == 401:
             return RegistryError(msg + "authentication failed" +
-                                 ("" if self.auth.username else " (give --creds USER:PASS)"))
+                                 ("" if self.auth.given else " (give --creds USER:PASS)"))
         if status == 403:
             return RegistryError(msg + "access denied" + (f" ({detail})" if detail else ""))
         if status == 404:
@@ -621,9 +645,34 @@ def auth_files(options: SourceOptions) -> list[str]:
 
 
 def credentials(ref: Reference, options: SourceOptions) -> Auth:
-    """The credentials for ``ref``: ``--creds`` first, else the most specific entry of the
-    first auth file that has one (``host/repo`` before ``host``). Credential helpers
-    (``credHelpers``, ``credsStore``) are not run."""
+    """The credentials for ``ref``: ``--creds`` first (no helper runs), else the first auth
+    file (in ``auth_files`` order) that gives some; else none (anonymous).
+
+    Within one file, the first of these that applies decides, as docker's config file does
+    (docker/cli ``getConfiguredCredentialStore`` and ``nativeStore.Get``):
+
+    1. a ``credHelpers`` entry for ``ref``'s registry host (keys compared as ``auths`` keys
+       are: scheme, trailing ``/``, ``/v1``/``/v2`` dropped, Docker Hub's names are
+       ``docker.io``; the host only, a repository path never matches): the helper's answer.
+       An entry naming no helper ("") means this file's ``auths``, as in docker.
+    2. ``credsStore``: the store's answer, for any host.
+    3. the most specific ``auths`` entry (``host/repo`` before ``host``).
+
+    With a helper (1 or 2), the file's ``auths`` entry for the host is not read, even when
+    the helper has nothing: docker CLI's native store overwrites the username and password it
+    read from ``auths`` with the helper's answer, empty when the store holds nothing, so docker
+    pulls anonymously there; an inline ``auth`` beside a ``credsStore`` is a leftover ``docker
+    login`` no longer uses (it writes ``{}``), and layerdb logs in exactly where docker would.
+    A helper that has nothing (``credentials not found``) makes its file give nothing and the
+    walk goes on to the next file, as containers/image does for ``credHelpers``; docker reads
+    one file, where that means anonymous, and so it does here once the files run out.
+
+    A helper gets ``server_url(ref.host)`` on stdin (``host[:port]``; Docker Hub's
+    ``https://index.docker.io/v1/``) and runs once per registry within ``options`` (an
+    ingest; see ``credhelpers.HelperCache``), only when a reference to that registry is
+    opened. Its ``<token>`` answer is an identity token (see ``Auth``). A missing, failing,
+    slow or garbled helper raises ``RegistryError`` naming the helper, the host and the file
+    (see ``layerdb.sources.credhelpers``); no error carries a secret."""
     if options.creds is not None:
         user, sep, password = options.creds.partition(":")
         if not sep or not user:
@@ -638,22 +687,51 @@ def credentials(ref: Reference, options: SourceOptions) -> Auth:
         if len(raw) > MAX_DOCUMENT:
             raise RegistryError(f"{path}: too large for an auth file")
         doc = parse_json(raw, path)
-        auths = doc.get("auths") if isinstance(doc, dict) else None
-        if not isinstance(auths, dict):
+        if not isinstance(doc, dict):
             continue
-        found = _match_auth(auths, ref, path)
+        helped, found = _from_helpers(doc, ref, path, options)
+        if not helped:
+            auths = doc.get("auths")
+            found = _match_auth(auths, ref, path) if isinstance(auths, dict) else None
         if found is not None:
             return found
     return Auth()
 
 
-def _match_auth(auths: dict[str, Any], ref: Reference, path: str) -> Auth | None:
-    def key(k: str) -> str:
-        k = re.sub(r"^https?://", "", k).rstrip("/")
-        k = re.sub(r"/v[12]$", "", k)
-        return "docker.io" if k in ("index.docker.io", "registry-1.docker.io") else k
+def _from_helpers(doc: dict[str, Any], ref: Reference, path: str, options: SourceOptions
+                  ) -> tuple[bool, Auth | None]:
+    """(whether ``doc``, an auth file, names a helper for ``ref``'s host, what it answers:
+    None when it has nothing)."""
+    helpers = doc.get("credHelpers")
+    entries = {_auth_key(k): v for k, v in helpers.items()} if isinstance(helpers, dict) else {}
+    shown = _printable(ref.host)
+    if ref.host in entries:
+        where = f"credHelpers entry for {shown} in {path}"
+        name = entries[ref.host]
+        if name == "":
+            return False, None
+    else:
+        name = doc.get("credsStore")
+        if name is None or name == "":
+            return False, None
+        where = f"credsStore for {shown} in {path}"
+    name = check_name(name, f"{path}: {where.partition(' in ')[0]}")
+    got = options.helpers.get(name, server_url(ref.host), where)
+    if got is None:
+        return True, None
+    user, secret = got
+    return True, Auth(identity_token=secret) if user == TOKEN_USERNAME else Auth(user, secret)
 
-    entries = {key(k): v for k, v in auths.items()}
+
+def _auth_key(k: str) -> str:
+    """An ``auths`` or ``credHelpers`` key as a registry host (``host/repo`` kept whole)."""
+    k = re.sub(r"^https?://", "", k).rstrip("/")
+    k = re.sub(r"/v[12]$", "", k)
+    return "docker.io" if k in ("index.docker.io", "registry-1.docker.io") else k
+
+
+def _match_auth(auths: dict[str, Any], ref: Reference, path: str) -> Auth | None:
+    entries = {_auth_key(k): v for k, v in auths.items()}
     parts = ref.repo.split("/") if ref.repo else []
     for n in range(len(parts), -1, -1):
         entry = entries.get("/".join([ref.host, *parts[:n]]))
@@ -846,9 +924,8 @@ class RegistrySource:
 
     def blob(self, digest: Digest, size: int) -> RegistryBlob:
         token = self.client._tokens.get(self.scope, "")
-        a = self.client.auth
         return RegistryBlob(self.client.endpoint, self.ref.repo, digest, size,
-                            Auth(a.username, a.password, token), self.client.retry)
+                            replace(self.client.auth, token=token), self.client.retry)
 
 
 def _media_type(raw: bytes, ctype: str) -> str:
