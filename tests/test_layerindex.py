@@ -187,3 +187,33 @@ def test_verify_names_a_damaged_index(tmp_path, capsys):
     out = capsys.readouterr()
     assert bad.value.code == 1
     assert f"{idx}: damaged layer index (section sha256)" in out.out + out.err
+
+
+@pytest.mark.parametrize("damage", ["cut", "gone"])
+def test_extract_and_ls_name_a_damaged_or_missing_index(tmp_path, capsys, damage):
+    """One error line pointing at verify (it was 'internal error: ValueError', exit 3)."""
+    from layerdb.cli import main
+
+    arch = tmp_path / "a.tar"
+    f.write_oci_archive(arch, [f.ImageSpec([f.Layer([f.file("etc/a", b"a" * 5000)], "gzip")],
+                                           tags=("x:1",))])
+    home = tmp_path / "home"
+    with pytest.raises(SystemExit):
+        main(["--catalog", str(home), "ingest", "-q", str(arch)])
+    idx = next((home / "files").glob("*.idx"))
+    if damage == "cut":
+        idx.write_bytes(idx.read_bytes()[:-10])
+        why = f"{idx}: damaged layer index (section sha256)"
+    else:
+        idx.unlink()
+        why = f"[Errno 2] No such file or directory: '{idx}'"
+    diff_id = "sha256:" + idx.stem
+    for args in (["extract", "--path", "/etc/a", "--image", "x:1", "-o", str(tmp_path / "a")],
+                 ["ls", "x:1", "/etc"]):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as e:
+            main(["--catalog", str(home), *args])
+        assert e.value.code == 1
+        assert capsys.readouterr().err == (f"layerdb: error: layer {diff_id[:19]}: its index is "
+                                           f"missing or damaged ({why}); run layerdb verify\n")
+    assert not (tmp_path / "a").exists()

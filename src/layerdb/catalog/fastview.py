@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from ..errors import ImageNotFound
+from ..errors import CatalogError, ImageNotFound
 from ..merged import FsEntry
 from ..selection import ImageRow
 from .layerindex import LayerIndex
@@ -72,7 +72,11 @@ class FastView:
 
     def _layer(self, diff_id: str) -> LayerIndex:
         if diff_id not in self._layers:
-            self._layers[diff_id] = LayerIndex(self.layout.layer_index(diff_id))
+            try:
+                self._layers[diff_id] = LayerIndex(self.layout.layer_index(diff_id))
+            except (OSError, ValueError) as e:
+                raise CatalogError(f"layer {diff_id[:19]}: its index is missing or damaged "
+                                   f"({e}); run layerdb verify") from e
         return self._layers[diff_id]
 
     def _entry(self, fate: FateFile, position: int, diff_id: str, i: int,
