@@ -243,8 +243,13 @@ def test_zip_bomb_is_bounded_in_memory_and_time(tmp_path: Path) -> None:
         with zipfile.ZipFile(inner, "w", zipfile.ZIP_DEFLATED) as zi:
             _bomb_entry(zi, "META-INF/maven/g/b/pom.properties", 64 << 20)
         z.writestr("lib/b.jar", inner.getvalue())  # deflated: inflated only up to the cap
-        _bomb_entry(z, "lib/huge.jar", 1 << 30)  # claims 1 GiB: skipped
-    data = buf.getvalue()
+        _bomb_entry(z, "lib/huge.jar", 40 << 20)  # says 40 MiB: over the cap, skipped
+        _bomb_entry(z, "lib/liar.jar", 256 << 20)  # says 1 KiB (below): inflated that far only
+    data = bytearray(buf.getvalue())
+    cd = data.rfind(b"PK\x01\x02")  # the last directory entry: lib/liar.jar
+    assert data[cd + 46:cd + 58] == b"lib/liar.jar"
+    data[cd + 24:cd + 28] = (1024).to_bytes(4, "little")  # its uncompressed size
+    data = bytes(data)
     assert len(data) < 8 << 20
     tracemalloc.start()
     t = time.perf_counter()

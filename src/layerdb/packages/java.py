@@ -17,7 +17,8 @@ whole), and only the entries that matter are read and inflated:
   A jar with neither a name nor a version gives no row;
 - nested archives (``BOOT-INF/lib/*.jar``, ``WEB-INF/lib/*.jar``, the modules of an ear: any
   entry with an archive suffix), down to ``MAX_DEPTH`` levels: a STORED one is read in place,
-  a DEFLATED one inflated into memory when it is at most ``NESTED_LIMIT`` bytes, else skipped.
+  a DEFLATED one inflated into memory when the directory says it is at most ``NESTED_LIMIT``
+  bytes, else skipped (an entry is never inflated past the size the directory gives it).
   Its rows' ``record_path`` is ``/outer.jar!/BOOT-INF/lib/inner.jar`` (the JDK's and Spring
   Boot's ``jar:`` URL form).
 
@@ -209,30 +210,33 @@ def _data_offset(r: _Reader, e: _Entry) -> int:
 
 
 def _inflate(r: _Reader, e: _Entry, limit: int, budget: _Budget) -> bytes | bytearray | None:
-    """At most the first ``limit`` bytes of an entry (None when it cannot be read)."""
+    """The first ``limit`` bytes of an entry at most, and never more than the directory says
+    it holds (a longer stream is cut there); None when it cannot be read."""
     if e.flags & 1 or e.method not in (0, 8):
         return None
     start = _data_offset(r, e)
+    cap = min(limit, e.usize)
     if e.method == 0:
-        return r.read(start, min(e.csize, limit))
+        return r.read(start, min(e.csize, cap))
+    if cap > budget.inflate:
+        return None
     d = zlib.decompressobj(-15)
-    out = bytearray()  # not pieces and a join: that would hold twice the bytes
+    out = bytearray(cap)  # filled in place: growing it (or joining pieces) would hold it twice
     got, pos, end = 0, start, start + e.csize
-    while pos < end and got < limit and not d.eof:
+    while pos < end and got < cap and not d.eof:
         chunk = r.read(pos, min(CHUNK, end - pos))
         if not chunk:
             break
         pos += len(chunk)
-        while chunk and got < limit:
-            if budget.inflate <= 0:  # (a max_length of 0 would mean no limit)
-                return None
-            piece = d.decompress(chunk, min(limit - got, budget.inflate))
-            budget.inflate -= len(piece)
+        while chunk and got < cap:  # cap - got > 0: a max_length of 0 would mean no limit
+            piece = d.decompress(chunk, cap - got)
+            out[got:got + len(piece)] = piece
             got += len(piece)
-            out += piece
             if d.eof or (not piece and d.unconsumed_tail == chunk):
                 break
             chunk = d.unconsumed_tail
+    budget.inflate -= got
+    del out[got:]
     return out
 
 
@@ -426,9 +430,9 @@ def _archive(r: _Reader, path: str, depth: int, budget: _Budget, out: list[Packa
             if e.method == 0:
                 start = _data_offset(r, e)
                 inner: _Reader = _Slice(r, start, e.csize)
-            elif e.method == 8 and e.usize <= NESTED_LIMIT and e.usize <= budget.inflate:
-                data = _inflate(r, e, NESTED_LIMIT + 1, budget)
-                if data is None or len(data) > NESTED_LIMIT:
+            elif e.method == 8 and e.usize <= NESTED_LIMIT:
+                data = _inflate(r, e, NESTED_LIMIT, budget)
+                if data is None:
                     continue
                 inner = _Bytes(data)
             else:
