@@ -181,6 +181,15 @@ def test_spring_boot_fat_jar() -> None:
     assert _rows("/app/demo.jar", _fat_jar()) == FAT_ROWS
 
 
+def test_zip64_records_and_sizes(monkeypatch: pytest.MonkeyPatch) -> None:
+    # zipfile writes zip64 extra fields and end records past these limits: make them tiny
+    monkeypatch.setattr(zipfile, "ZIP64_LIMIT", 16)
+    monkeypatch.setattr(zipfile, "ZIP_FILECOUNT_LIMIT", 2)
+    jar = _fat_jar()
+    assert b"PK\x06\x06" in jar[-200:] and b"PK\x06\x07" in jar[-100:]
+    assert _rows("/app/demo.jar", jar) == FAT_ROWS
+
+
 def test_nesting_depth_is_bounded() -> None:
     jar = _jar(_pom("g", "level3", "3"))
     for level in (2, 1, 0):

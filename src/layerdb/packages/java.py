@@ -131,23 +131,19 @@ def _directory(r: _Reader) -> tuple[int, int, int, int]:
         raise ValueError("no end of central directory")
     eocd = size - tail_len + at
     _, _, _, _, count, cd_size, cd_off, _ = struct.unpack_from("<4sHHHHIIH", tail, at)
-    if count == 0xFFFF or cd_size == 0xFFFFFFFF or cd_off == 0xFFFFFFFF:
-        if eocd < 20:
-            raise ValueError("no zip64 locator")
-        loc = _exact(r, eocd - 20, 20)
-        if loc[:4] != _EOCD64_LOC:
-            raise ValueError("no zip64 locator")
-        rec_off, = struct.unpack_from("<Q", loc, 8)
-        rec = r.read(rec_off, 56)
-        start = eocd - 20 - 56
-        if len(rec) != 56 or rec[:4] != _EOCD64:  # a prefixed zip64: the record precedes the locator
-            rec = _exact(r, start, 56) if start >= 0 else b""
-            if rec[:4] != _EOCD64:
+    loc = r.read(eocd - 20, 20) if eocd >= 20 else b""
+    if loc[:4] == _EOCD64_LOC:  # zip64 (the classic record may hold real values all the same)
+        start = eocd - 20 - 56  # where the record is unless it has extensible data
+        rec = r.read(start, 56) if start >= 0 else b""
+        if rec[:4] != _EOCD64:  # then where the locator says (which ignores a prefix)
+            start, = struct.unpack_from("<Q", loc, 8)
+            rec = r.read(start, 56)
+            if len(rec) != 56 or rec[:4] != _EOCD64:
                 raise ValueError("no zip64 end record")
-        else:
-            start = rec_off
         count, cd_size, cd_off = struct.unpack_from("<QQQ", rec, 32)
         end = start
+    elif count == 0xFFFF or cd_size == 0xFFFFFFFF or cd_off == 0xFFFFFFFF:
+        raise ValueError("no zip64 locator")
     else:
         end = eocd
     prefix = end - cd_size - cd_off
@@ -181,11 +177,11 @@ def _entries(r: _Reader, budget: _Budget) -> Iterator[_Entry]:
         name = buf[i + 46:i + 46 + nlen]
         if 0xFFFFFFFF in (csize, usize, header):  # zip64 sizes/offset in the extra field
             extra = buf[i + 46 + nlen:i + 46 + nlen + xlen]
-            i = 0
-            while i + 4 <= len(extra):
-                tag, ln = struct.unpack_from("<HH", extra, i)
+            j = 0
+            while j + 4 <= len(extra):
+                tag, ln = struct.unpack_from("<HH", extra, j)
                 if tag == 1:
-                    vals = list(struct.unpack_from(f"<{min(ln, 24) // 8}Q", extra, i + 4))
+                    vals = list(struct.unpack_from(f"<{min(ln, 24, len(extra) - j - 4) // 8}Q", extra, j + 4))
                     if usize == 0xFFFFFFFF and vals:
                         usize = vals.pop(0)
                     if csize == 0xFFFFFFFF and vals:
@@ -193,7 +189,7 @@ def _entries(r: _Reader, budget: _Budget) -> Iterator[_Entry]:
                     if header == 0xFFFFFFFF and vals:
                         header = vals.pop(0)
                     break
-                i += 4 + ln
+                j += 4 + ln
         yield _Entry(name, flags, method, csize, usize, header + prefix)
         i, pos = i + need, pos + need
 
