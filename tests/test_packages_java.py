@@ -140,6 +140,7 @@ def test_manifest_continuation_lines_and_case() -> None:
     (b"groupId=g\nartifactId=a\nversion=1 0\n", None),  # a version with a space is not one
     (b"groupId=g\nartifactId=a\nversion=" + b"9" * 600 + b"\n", None),
     (b"groupId=g\nartifactId=a\n", None),
+    (b"groupId=g\nartifactId=a\nversion=1\\ud800\n", None),  # a lone surrogate
     (b"\x00\xff\xfe\x01" * 1000, None),
 ])
 def test_pom_properties_encodings(raw: bytes, want: tuple | None) -> None:
@@ -329,6 +330,8 @@ def test_fat_jar_in_an_image_and_an_upper_layer_deleting_it(tmp_path: Path) -> N
                     f.hardlink("app/lib/slf4j.jar", "app/lib/slf4j-api-1.7.32.jar"),
                     f.symlink("app/lib/link.jar", "slf4j-api-1.7.32.jar"),
                     f.file("app/notajar.jar", b"not a zip"),
+                    f.file("app/surrogate.jar", _jar({"META-INF/maven/g/\xe9/pom.properties":
+                                                      b"groupId=\\ud800\nversion=1\\udfff\n"})),
                     f.file("app/x!/odd.jar", lib)], "gzip")
     upper = f.Layer([f.whiteout("app/demo.jar"), f.file("app/lib/slf4j.jar", b"rewritten: not a jar")])
     cat = _ingest(tmp_path, [f.ImageSpec([base], tags=[A]), f.ImageSpec([base, upper], tags=[B])])

@@ -329,8 +329,12 @@ def manifest(data: bytes | bytearray) -> dict[str, str]:
 
 
 def _field(v: str | None) -> str | None:
-    """A usable group, artifact or version: no spaces or controls, not too long."""
+    """A usable group, artifact or version: no spaces or controls, not too long, UTF-8."""
     if not v or len(v) > MAX_FIELD or _BAD.search(v):
+        return None
+    try:
+        v.encode("utf-8")  # a lone surrogate (from a \\ud800 escape) cannot be stored
+    except UnicodeEncodeError:
         return None
     return v
 
