@@ -6,12 +6,14 @@
 
 1. Capture cost. A "package-rich" image built from this machine's real files (``/var/lib/dpkg``,
    ``/usr/lib/python3*``, ``/usr/lib/node_modules``, ``/usr/lib/go-*`` with its Go executables,
-   ``/usr/bin``, ``/usr/lib/x86_64-linux-gnu``: package databases, thousands of package.json
-   files and large ELF executables) is ingested into a fresh catalog with capture off
-   (``LAYERDB_PACKAGES=0``) and on, alternately, ``--repeat`` times, as ``layerdb ingest -j 1``
-   processes (the fastest of each is kept; target: on within 5% of off). Then the capture alone
-   (``packages.scan.read_packages``) is timed in this process, and its Go part (large ELF
-   executables) separately.
+   ``/usr/bin``, ``/usr/lib/x86_64-linux-gnu``, ``/usr/share/java``: package databases,
+   thousands of package.json files, large ELF executables, jars; plus ``/opt/app/app.jar``, a
+   Spring Boot style jar holding every jar of ``/usr/share/java`` STORED under
+   ``BOOT-INF/lib/`` and one more copy of each DEFLATED under ``lib/``) is ingested into a
+   fresh catalog with capture off (``LAYERDB_PACKAGES=0``) and on, alternately, ``--repeat``
+   times, as ``layerdb ingest -j 1`` processes (the fastest of each is kept; target: on within
+   5% of off). Then the capture alone (``packages.scan.read_packages``) is timed in this
+   process, and its Go part (large ELF executables) and its Java part (archives) separately.
 2. ``package-where`` over a big catalog: ``--images`` images on one shared Debian base (the
    debootstrap rootfs the tests cache, ``$LAYERDB_TEST_CACHE``; else this machine's dpkg
    database and Python packages), each with its own layer of ``--files`` small files, every
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -41,7 +44,9 @@ SRC = HERE.parent / "src"
 sys.path.insert(0, str(SRC))
 LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
 RICH_DIRS = ["/var/lib/dpkg", "/usr/lib/python3", "/usr/lib/python3.11", "/usr/lib/node_modules",
-             "/usr/lib/go-1.19", "/usr/bin", "/usr/lib/x86_64-linux-gnu", "/etc/os-release"]
+             "/usr/lib/go-1.19", "/usr/bin", "/usr/lib/x86_64-linux-gnu", "/etc/os-release",
+             "/usr/share/java", "/usr/share/maven"]
+FAT_JAR = "opt/app/app.jar"  # a Spring Boot style jar of /usr/share/java's jars (STORED, nested)
 EPOCH = 1700000000
 
 
@@ -138,8 +143,29 @@ def rich_layer(path: Path) -> int:
             if os.path.exists(d):
                 tf.add(d, arcname=d.lstrip("/"), filter=lambda ti: ti if ti.isfile() or ti.isdir()
                        or ti.issym() or ti.islnk() else None)
+        fat = _fat_jar()
+        ti = tarfile.TarInfo(FAT_JAR)
+        ti.size, ti.mtime = len(fat), EPOCH
+        tf.addfile(ti, io.BytesIO(fat))
         n = len(tf.getmembers())
     return n
+
+
+def _fat_jar() -> bytes:
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\nImplementation-Title: app\n"
+                   "Implementation-Version: 1.0.0\nMain-Class: org.springframework.boot.loader.JarLauncher\n")
+        java = Path("/usr/share/java")
+        jars = sorted(p for p in java.glob("*.jar") if p.is_file() and not p.is_symlink()) if java.is_dir() else []
+        for p in jars:
+            z.write(p, f"BOOT-INF/lib/{p.name}", zipfile.ZIP_STORED)
+            z.write(p, f"lib/{p.name}", zipfile.ZIP_DEFLATED)
+        for i in range(20000):
+            z.writestr(f"BOOT-INF/classes/com/example/C{i}.class", b"\xca\xfe\xba\xbe" + bytes(200))
+    return buf.getvalue()
 
 
 def bench_capture(out: Path, repeat: int) -> dict:
@@ -163,7 +189,7 @@ def bench_capture(out: Path, repeat: int) -> dict:
             log(f"ingest with capture {mode}: {t:.3f} s")
     # the capture alone, in this process, on the catalog's files
     from layerdb.digest import Digest
-    from layerdb.packages import gobuildinfo, scan
+    from layerdb.packages import gobuildinfo, java, scan
 
     cat = work / "cat-on"
     diff_id = next((cat / "files").glob("*.parquet")).stem
@@ -181,6 +207,12 @@ def bench_capture(out: Path, repeat: int) -> dict:
         gopk = [p for c in sorted(go, key=lambda c: c.offset)
                 for p in gobuildinfo.parse(scan._Member(sl, c.path, c.offset, c.size))]
     t_go = time.perf_counter() - t
+    jars = [c for c in cands if c.kind == "java"]
+    t = time.perf_counter()
+    with scan._CachedLayer(blob, Digest("sha256:" + diff_id)) as sl:
+        javapk = [p for c in sorted(jars, key=lambda c: c.offset)
+                  for p in java.parse(scan._Member(sl, c.path, c.offset, c.size))]
+    t_java = time.perf_counter() - t
     by_eco: dict[str, int] = {}
     for p in pkgs:
         by_eco[p.ecosystem] = by_eco.get(p.ecosystem, 0) + 1
@@ -191,6 +223,8 @@ def bench_capture(out: Path, repeat: int) -> dict:
            "ratio_on_off": min(times["on"]) / min(times["off"]), "all_times": times,
            "scan_s": t_scan, "candidates_s": t_cands, "candidates": len(cands),
            "go_candidates": len(go), "go_binaries": len({p.record_path for p in gopk}), "go_s": t_go,
+           "java_archives": len(jars), "java_packages": len(javapk),
+           "java_nested": len({p.record_path for p in javapk if "!/" in p.record_path}), "java_s": t_java,
            "packages": by_eco}
     log(f"capture: {json.dumps(res)}")
     return res

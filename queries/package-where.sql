@@ -1,10 +1,11 @@
 -- Which images ship package :name, in which version and layer (-p below V: older than V).
 -- -p below V keeps versions older than V as the package's ecosystem orders them (dpkg, rpm,
--- apk, PEP 440, semver), so -p below 3.0.13 is right for 3.0.9 and for 3.0.11-1~deb12u1.
+-- apk, PEP 440, semver, Maven), so -p below 3.0.13 is right for 3.0.9 and for 3.0.11-1~deb12u1.
 -- :name matches the package name or its source package (openssl finds libssl3 and openssl);
--- :ecosystem (deb, apk, rpm, python, npm, go) limits it to one. installed_position and
+-- :ecosystem (deb, apk, rpm, python, npm, go, maven) limits it to one. installed_position and
 -- installed_layer: the layer that installed the version (0 = base); record_path: the file that
--- records it (for go: the executable that embeds the module).
+-- records it (for go: the executable that embeds the module; for maven the jar, a nested
+-- one as /app.jar!/BOOT-INF/lib/x.jar).
 -- Example: layerdb report package-where -p name openssl -p below 3.0.13
 -- @param image null
 -- @param below null

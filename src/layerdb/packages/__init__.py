@@ -5,8 +5,9 @@
 - ``catalog_sql``: the view SQL and the DuckDB functions (``version_lt`` ...);
 - ``versions``: each ecosystem's version order as a byte-sortable key.
 
-Formats: dpkg, apk, rpm (SQLite), Python dist-info/egg-info, npm, Go build info, os-release;
-one module each. ``LAYERDB_PACKAGES=0`` turns capture off (for measuring its cost).
+Formats: dpkg, apk, rpm (SQLite), Python dist-info/egg-info, npm, Go build info, Java
+archives (pom.properties, MANIFEST.MF), os-release; one module each. ``LAYERDB_PACKAGES=0``
+turns capture off (for measuring its cost).
 """
 from __future__ import annotations
 

@@ -6,7 +6,8 @@
   written at ingest, os-release rows included);
 - ``packages``: per image, the records a running container sees: a layer's row counts when its
   record file (``record_path``) is the entry the image shows at that path (the ``fs`` view's
-  ``layer``), so a package whose record an upper layer removed or rewrote is gone.
+  ``layer``), so a package whose record an upper layer removed or rewrote is gone (a jar
+  nested in another, ``/app.jar!/BOOT-INF/lib/x.jar``, is in the outer jar's file).
   ``installed_position`` / ``installed_layer``: the lowest layer from which this exact
   version stayed in every rewrite of the record up to the visible one (the layer that
   installed it). OS packages' purls get the image's distribution (its visible os-release).
@@ -68,11 +69,21 @@ def records_sql(files: Sequence[str]) -> str:
     return f"select {cols} from read_parquet([{', '.join(_sql_str(f) for f in files)}])"
 
 
+# A nested jar's record_path is ``/outer.jar!/BOOT-INF/lib/inner.jar``: its file is the part
+# before the first ``!/``. A directory name may end in ``!`` too, so every prefix that ends
+# before a ``!/`` (and the whole path) is tried: the one the layer has is the file.
+_JAR_FILES = ("list_transform(range(1, len(string_split(r.record_path, '!/')) + 1), "
+              "lambda i: array_to_string(string_split(r.record_path, '!/')[1:i], '!/'))")
+
 PACKAGES_VIEW = f"""
 create or replace temp view packages as
-with vis as (
-  select f.image, f.image_id, f.position, r.*
-  from package_records r join fs f on f.layer = r.layer and f.path = r.record_path),
+with rec as (  -- the file each record is in: a nested jar's record is in its outermost jar
+  select r.*, unnest(case when r.ecosystem = 'maven' and contains(r.record_path, '!/')
+                          then {_JAR_FILES} else [r.record_path] end) as file_path
+  from package_records r),
+vis as (
+  select f.image, f.image_id, f.position, r.* exclude (file_path)
+  from rec r join fs f on f.layer = r.layer and f.path = r.file_path),
 os as (
   select image_id, name as os_id, nullif(version, '') as os_version from vis
   where ecosystem = 'os'

@@ -27,11 +27,11 @@ class Blob(Protocol):
 class Package:
     """One installed package, as its record (``record_path``) states it."""
 
-    ecosystem: str  # deb, apk, rpm, python, npm, go; "os" for the os-release of a layer
+    ecosystem: str  # deb, apk, rpm, python, npm, go, maven; "os" for the os-release of a layer
     name: str
     version: str
-    record_path: str
-    source: str | None = None  # source package / origin / the Go main module of a dependency
+    record_path: str  # a jar nested in another: /outer.jar!/BOOT-INF/lib/inner.jar
+    source: str | None = None  # source package / origin / Go main module of a dep / Maven groupId
     arch: str | None = None
     purl: str | None = None
 

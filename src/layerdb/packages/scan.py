@@ -6,7 +6,9 @@ large executable; their bytes are read from the staged cache file (a seek and th
 the few 1 MiB frames that hold them; frames are kept in a small cache, candidates are read in
 offset order). A hard link is read through its target when the target is an earlier member of
 the same layer. A record a parser cannot make sense of gives no rows; it never fails the
-ingest. Within a layer the last member at a path wins, as in the merged view.
+ingest. Within a layer the last member at a path wins, as in the merged view. A Java archive
+is read through ``_Member.read`` from its end (``java``): its central directory and the few
+entries needed, never the whole file.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from typing import Any
 from ..digest import Digest
 from ..errors import StoreError
 from ..store import StoredLayer
-from . import apk, dpkg, gobuildinfo, npm, osrelease, python, rpm
+from . import apk, dpkg, gobuildinfo, java, npm, osrelease, python, rpm
 from .records import Package
 
 # path pattern -> parser, tried in order (RE2 syntax for pyarrow, Python's for the dispatch)
@@ -32,6 +34,7 @@ PATTERNS: tuple[tuple[str, str], ...] = (
     ("rpm", r"^(/var/lib/rpm|/usr/lib/sysimage/rpm)/rpmdb\.sqlite$"),
     ("python", r"/(site|dist)-packages/[^/]+\.(dist-info/METADATA|egg-info/PKG-INFO|egg-info)$"),
     ("npm", r"/node_modules/(@[^/]+/)?[^/@.][^/]*/package\.json$"),
+    ("java", r"[^/][.]([jJ][aA][rR]|[wW][aA][rR]|[eE][aA][rR]|[jJ][pP][iI]|[hH][pP][iI])$"),
     ("os", r"^(/etc|/usr/lib)/os-release$"),
 )
 _ANY = "|".join(f"({p})" for _, p in PATTERNS)
@@ -153,6 +156,7 @@ def _parsers(tmpdir: str) -> dict[str, Callable[[_Member], list[Package]]]:
         "rpm": lambda b: rpm.parse(b, tmpdir),
         "python": python.parse,
         "npm": npm.parse,
+        "java": java.parse,
         "os": osrelease.parse,
         "go": gobuildinfo.parse,
     }

@@ -10,6 +10,8 @@ BLOB order) is the ecosystem's version order:
 - ``apk``: apk-tools' order (numbers, one letter, ``_alpha`` < ``_beta`` < ``_pre`` < ``_rc``
   < release < ``_cvs`` < ``_svn`` < ``_git`` < ``_hg`` < ``_p``, then ``-rN``);
 - ``python``: PEP 440 (parsed by ``packaging.version``);
+- ``maven``: Maven's ``ComparableVersion`` (``1.0-alpha1`` < ``1.0-beta1`` < ``1.0-rc1`` =
+  ``1.0-cr1`` < ``1.0-SNAPSHOT`` < ``1.0`` = ``1.0.0`` = ``1.0.Final`` < ``1.0-sp1`` < ``1.0.1``);
 - ``npm`` and ``go``: semantic versioning 2.0 (Go's leading ``v`` dropped; build metadata
   such as ``+incompatible`` ignored; Go pseudo-versions are pre-releases and order by time);
 - anything else, and a version its ecosystem cannot parse: dpkg's order on the whole string,
@@ -204,6 +206,131 @@ def _pep440_key(v: str) -> bytes | None:
     return bytes(out)
 
 
+# maven ----------------------------------------------------------------------------------------
+# org.apache.maven.artifact.versioning.ComparableVersion (Maven 3.8+, with MNG-6964): the version,
+# lower-cased, is split into items at '.', at '-' (which opens a sub-list) and where digits meet
+# letters (which opens a sub-list too); ints compare numerically, above sub-lists, above
+# strings; a string is a qualifier (alpha < beta < milestone < rc = cr < snapshot < "" = ga =
+# final = release < sp < any other, others by text; a, b, m directly followed by a digit are
+# alpha, beta, milestone); trailing null items (0, "", empty lists) are dropped; a missing
+# item compares as null.
+
+_MVN_QUALIFIERS = ("alpha", "beta", "milestone", "rc", "snapshot", "", "sp")
+_MVN_ALIASES = {"ga": "", "final": "", "release": "", "cr": "rc"}
+_MVN_SHORT = {"a": "alpha", "b": "beta", "m": "milestone"}
+_MVN_MAX = 256  # a longer version is not parsed (each item may nest a list)
+
+_MvnItem = tuple  # ("i", digits) | ("s", qualifier) | ("l", [items])
+
+
+def _mvn_string(s: str, followed_by_digit: bool) -> _MvnItem:
+    if followed_by_digit and s in _MVN_SHORT:
+        s = _MVN_SHORT[s]
+    return ("s", _MVN_ALIASES.get(s, s))
+
+
+def _mvn_null(item: _MvnItem) -> bool:
+    kind, v = item
+    return (kind == "i" and v.lstrip("0") == "") or (kind == "s" and v == "") or (kind == "l" and not v)
+
+
+def _mvn_parse(version: str) -> list:
+    v = version.lower()
+    top: list = []
+    lst, stack = top, [top]
+    is_digit, start = False, 0
+
+    def item(text: str, digit: bool) -> _MvnItem:
+        return ("i", text) if digit else _mvn_string(text, False)
+
+    for i, c in enumerate(v):
+        if c == ".":
+            lst.append(("i", "0") if i == start else item(v[start:i], is_digit))
+            start = i + 1
+        elif c == "-":
+            lst.append(("i", "0") if i == start else item(v[start:i], is_digit))
+            start = i + 1
+            sub: list = []
+            lst.append(("l", sub))
+            lst = sub
+            stack.append(lst)
+        elif "0" <= c <= "9":
+            if not is_digit and i > start:
+                lst.append(_mvn_string(v[start:i], True))
+                start = i
+                sub = []
+                lst.append(("l", sub))
+                lst = sub
+                stack.append(lst)
+            is_digit = True
+        else:
+            if is_digit and i > start:
+                lst.append(("i", v[start:i]))
+                start = i
+                sub = []
+                lst.append(("l", sub))
+                lst = sub
+                stack.append(lst)
+            is_digit = False
+    if len(v) > start:
+        lst.append(item(v[start:], is_digit))
+    for lst in reversed(stack):  # innermost first, as Maven pops its stack
+        for i in range(len(lst) - 1, -1, -1):
+            if _mvn_null(lst[i]):
+                del lst[i]
+            elif lst[i][0] != "l":
+                break
+    return top
+
+
+def _mvn_vs_null(item: _MvnItem) -> int:
+    """How an item compares with a missing one (Maven's compareTo(null))."""
+    kind, v = item
+    if kind == "i":
+        return 0 if v.lstrip("0") == "" else 1
+    if kind == "s":
+        rank = _MVN_QUALIFIERS.index(v) if v in _MVN_QUALIFIERS else len(_MVN_QUALIFIERS)
+        return (rank > 5) - (rank < 5)
+    for x in v:
+        c = _mvn_vs_null(x)
+        if c:
+            return c
+    return 0
+
+
+def _mvn_list_key(items: list) -> bytes:
+    """Per item: how the rest of the list compares with nothing (below, equal, above: the
+    end of the list sorts there), its type (string < list < int), its value; then the end."""
+    out = bytearray()
+    rest = [0] * (len(items) + 1)
+    for i in range(len(items) - 1, -1, -1):
+        c = _mvn_vs_null(items[i])
+        rest[i] = c if c else rest[i + 1]
+    for i, (kind, v) in enumerate(items):
+        out += bytes([2 + rest[i]])
+        if kind == "s":
+            if v in _MVN_QUALIFIERS:
+                out += b"\x01" + bytes([_MVN_QUALIFIERS.index(v)])
+            else:
+                out += b"\x01\x07" + v.encode("utf-8", "surrogatepass") + b"\x00"
+        elif kind == "l":
+            out += b"\x02" + _mvn_list_key(v)
+        else:
+            out += b"\x03" + _num(v)
+    out += b"\x02"  # the end: nothing more, which compares as null
+    return bytes(out)
+
+
+def maven_key(version: str) -> bytes | None:
+    """ComparableVersion's order as a key; None for an empty or over-long version. Maven's
+    order is not total where a string item meets a list (``1.sp`` < ``1-alpha`` < ``1`` <
+    ``1.sp``); there the key says what the rest of each version says against nothing."""
+    v = version.strip()
+    if not v or len(v) > _MVN_MAX:
+        return None
+    return _mvn_list_key(_mvn_parse(v))
+
+
 # all ------------------------------------------------------------------------------------------
 
 _VALID = b"\x01"
@@ -226,6 +353,8 @@ def version_key(ecosystem: str | None, version: str | None) -> bytes | None:
         parsed = _pep440_key(version)
     elif eco in ("npm", "go", "golang"):
         parsed = _semver_key(version)
+    elif eco == "maven":
+        parsed = maven_key(version)
     else:
         return dpkg_key(version)
     if parsed is None:
