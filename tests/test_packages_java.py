@@ -17,11 +17,11 @@ from typing import Any
 import imagefactory as f
 import pytest
 from click.testing import CliRunner
+from test_packages import _ingest  # one image archive ingested into a fresh catalog
 
 from layerdb import reports
 from layerdb.catalog import Catalog
 from layerdb.cli import cli
-from layerdb.ingest import ingest
 from layerdb.packages import java
 from layerdb.packages.records import Package
 from layerdb.packages.versions import compare, version_key
@@ -322,15 +322,6 @@ def test_encrypted_and_unknown_methods_give_nothing() -> None:
 
 
 # In the catalog ---------------------------------------------------------------------------------
-
-def _ingest(tmp: Path, specs: list[f.ImageSpec]) -> str:
-    archive = tmp / "img.tar"
-    f.write_docker_archive(archive, specs)
-    cat = str(tmp / "cat")
-    res = ingest([str(archive)], catalog_root=cat, jobs=1)
-    assert [a.error for a in res.archives] == [None]
-    return cat
-
 
 def _packages(cat: str, image: str, cols: str = "source, name, version, record_path") -> list[tuple]:
     with Catalog(cat) as c:

@@ -243,34 +243,30 @@ def _mvn_parse(version: str) -> list:
     def item(text: str, digit: bool) -> _MvnItem:
         return ("i", text) if digit else _mvn_string(text, False)
 
+    def descend(last: _MvnItem) -> list:
+        """Append ``last``, then a new sublist that the next items go into."""
+        sub: list = []
+        lst.append(last)
+        lst.append(("l", sub))
+        stack.append(sub)
+        return sub
+
     for i, c in enumerate(v):
         if c == ".":
             lst.append(("i", "0") if i == start else item(v[start:i], is_digit))
             start = i + 1
         elif c == "-":
-            lst.append(("i", "0") if i == start else item(v[start:i], is_digit))
+            lst = descend(("i", "0") if i == start else item(v[start:i], is_digit))
             start = i + 1
-            sub: list = []
-            lst.append(("l", sub))
-            lst = sub
-            stack.append(lst)
         elif "0" <= c <= "9":
             if not is_digit and i > start:
-                lst.append(_mvn_string(v[start:i], True))
+                lst = descend(_mvn_string(v[start:i], True))
                 start = i
-                sub = []
-                lst.append(("l", sub))
-                lst = sub
-                stack.append(lst)
             is_digit = True
         else:
             if is_digit and i > start:
-                lst.append(("i", v[start:i]))
+                lst = descend(("i", v[start:i]))
                 start = i
-                sub = []
-                lst.append(("l", sub))
-                lst = sub
-                stack.append(lst)
             is_digit = False
     if len(v) > start:
         lst.append(item(v[start:], is_digit))
